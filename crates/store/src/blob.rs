@@ -1,0 +1,41 @@
+//! The storage trait every backend implements.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use podder_core::{ChunkId, ManifestId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The bytes do not hash to the id they were sent under.
+    #[error("chunk {expected} does not match its bytes (they hash to {actual})")]
+    Corrupt { expected: String, actual: String },
+    /// A request that can never succeed as given (an invalid manifest, a
+    /// destination that is not empty, ...); the message says what to do.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A content-addressed blob store. Every method is idempotent: putting a
+/// chunk twice stores it once. Writes are atomic: a reader never sees a
+/// partly written chunk or manifest.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores uncompressed chunk bytes under `id` after checking that they
+    /// hash to it. Returns true if the chunk was new.
+    async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError>;
+    /// The uncompressed bytes of a chunk.
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError>;
+    async fn has_chunk(&self, id: ChunkId) -> Result<bool, StoreError>;
+    /// Removes a chunk; removing an absent one is not an error.
+    async fn delete_chunk(&self, id: ChunkId) -> Result<(), StoreError>;
+    /// Every stored chunk id (for garbage collection).
+    async fn list_chunks(&self) -> Result<Vec<ChunkId>, StoreError>;
+    /// Stores a manifest's canonical bytes under its id (checked).
+    async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError>;
+    async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError>;
+    async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError>;
+}
