@@ -1,1 +1,189 @@
-//! stub
+//! The podder agent: the worker process that pulls jobs from the server and
+//! runs them.
+//!
+//! [`run_agent`] owns the agent's slots: each free slot long-polls the
+//! server for a lease, and runs what it gets to its end (module `job`),
+//! through the work directory's caches (module `prepare`), the executor
+//! ([`executor`]) and the sandbox ([`sandbox`]). The agent talks to the
+//! server only through [`podder_client::Client`].
+
+pub mod executor;
+mod heartbeat;
+mod job;
+pub mod logs;
+mod prepare;
+mod retry;
+pub mod sandbox;
+pub mod signals;
+mod stages;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podder_client::Client;
+use podder_core::api::LeaseRequest;
+use tokio::sync::watch;
+
+pub use executor::{Ending, ExitStatusInfo, JobPlan, Running, spawn};
+pub use logs::LogSink;
+pub use sandbox::Sandbox;
+
+/// How jobs are isolated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// bubblewrap when `bwrap` is on `PATH` and works, else none (with a warning).
+    #[default]
+    Auto,
+    /// bubblewrap, or the agent refuses to start.
+    Bubblewrap,
+    /// Run jobs directly on the host (each job's log says so).
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The agent's name, as the server shows it.
+    pub name: String,
+    /// The queue it takes jobs from.
+    pub queue: String,
+    /// How many jobs it runs at once.
+    pub slots: usize,
+    /// Caches and the jobs' directories (see the `prepare` module).
+    pub work_dir: PathBuf,
+    /// Host paths never visible to jobs (e.g. the server's data directory).
+    /// The work directory is always hidden too.
+    pub hide_paths: Vec<PathBuf>,
+    pub sandbox: SandboxMode,
+    /// Between SIGTERM and SIGKILL when a job is stopped.
+    pub stop_grace: Duration,
+    /// How long one lease request waits on the server for work.
+    pub lease_wait_ms: u64,
+}
+
+impl AgentConfig {
+    /// A configuration with one slot on queue `default`, sandbox `Auto`,
+    /// a 10 s stop grace and 30 s lease polls.
+    pub fn new(name: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            name: name.into(),
+            queue: "default".into(),
+            slots: 1,
+            work_dir: work_dir.into(),
+            hide_paths: Vec::new(),
+            sandbox: SandboxMode::Auto,
+            stop_grace: Duration::from_secs(10),
+            lease_wait_ms: 30_000,
+        }
+    }
+}
+
+/// What every job task of one agent shares.
+pub(crate) struct Shared {
+    pub client: Client,
+    pub config: AgentConfig,
+    pub sandbox: Sandbox,
+    pub workspace: prepare::Workspace,
+    /// Becomes true when the agent shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// When calls to the server stop being retried (set on shutdown).
+    pub deadline: retry::Deadline,
+}
+
+/// After shutdown, how long finishing jobs may keep retrying the server
+/// beyond the stop grace.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(30);
+
+/// Runs the agent until `shutdown` completes: then it stops asking for work,
+/// stops the running jobs (SIGTERM, then SIGKILL after the grace), reports
+/// them as failed ("agent shut down"), and returns.
+pub async fn run_agent(
+    client: Client,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(config.slots > 0, "an agent needs at least one slot");
+    let sandbox = Sandbox::resolve(config.sandbox).await?;
+    let workspace = prepare::Workspace::open(&config.work_dir)?;
+    if !sandbox.is_sandboxed() && !config.hide_paths.is_empty() {
+        tracing::warn!(
+            hidden = ?config.hide_paths,
+            "without bubblewrap, jobs can read every path this agent's user can, hide_paths included"
+        );
+    }
+    tracing::info!(agent = %config.name, queue = %config.queue, slots = config.slots, sandbox = ?sandbox,
+        work_dir = %workspace.root().display(), server = client.base_url(), "agent started");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let deadline = retry::Deadline::default();
+    let grace = config.stop_grace;
+    let d = deadline.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        d.set(Instant::now() + grace + SHUTDOWN_RETRY);
+        let _ = stop_tx.send(true);
+    });
+    let shared = Arc::new(Shared { client, config, sandbox, workspace, shutdown: stop_rx.clone(), deadline });
+    let mut slots = tokio::task::JoinSet::new();
+    for slot in 0..shared.config.slots {
+        slots.spawn(slot_loop(shared.clone(), slot));
+    }
+    let mut stop = stop_rx.clone();
+    tokio::select! {
+        _ = async { while slots.join_next().await.is_some() {} } => {}
+        _ = signalled(&mut stop) => {
+            // Give the jobs their grace and a chance to report, then leave.
+            let limit = grace + SHUTDOWN_RETRY + Duration::from_secs(5);
+            if tokio::time::timeout(limit, async { while slots.join_next().await.is_some() {} }).await.is_err() {
+                tracing::warn!("jobs did not finish reporting in time; leaving them");
+                slots.abort_all();
+            }
+        }
+    }
+    watcher.abort();
+    tracing::info!(agent = %shared.config.name, "agent stopped");
+    Ok(())
+}
+
+/// One slot: lease a job, run it, repeat, until shutdown.
+async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+    let mut shutdown = shared.shutdown.clone();
+    let req = LeaseRequest {
+        agent: shared.config.name.clone(),
+        queue: shared.config.queue.clone(),
+        wait_ms: shared.config.lease_wait_ms,
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let res = tokio::select! {
+            r = shared.client.lease(&req) => r,
+            _ = signalled(&mut shutdown) => return,
+        };
+        match res {
+            Ok(Some(lease)) => {
+                backoff = Duration::from_millis(500);
+                job::run_lease(shared.clone(), lease).await;
+            }
+            Ok(None) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(slot, "asking for work failed, retrying in {backoff:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = signalled(&mut shutdown) => return,
+                }
+                backoff = (backoff * 2).min(retry::MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Completes once the shutdown flag is set (never, if its sender is gone
+/// without setting it).
+async fn signalled(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

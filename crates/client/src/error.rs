@@ -7,7 +7,9 @@ pub enum ClientError {
     /// The server answered with an error status and a message.
     #[error("{message}")]
     Api { status: u16, kind: String, message: String },
-    #[error("cannot reach the podder server at {base}: {source}. Is it running? Start one with `podder up`, or set PODDER_SERVER")]
+    #[error(
+        "cannot reach the podder server at {base}: {source}. Is it running? Start one with `podder up`, or set PODDER_SERVER"
+    )]
     Connect { base: String, source: reqwest::Error },
     #[error("HTTP error: {0}")]
     Http(reqwest::Error),
@@ -21,11 +23,7 @@ pub enum ClientError {
 
 impl ClientError {
     pub(crate) fn connect(base: &str, e: reqwest::Error) -> ClientError {
-        if e.is_connect() {
-            ClientError::Connect { base: base.to_string(), source: e }
-        } else {
-            ClientError::Http(e)
-        }
+        if e.is_connect() { ClientError::Connect { base: base.to_string(), source: e } } else { ClientError::Http(e) }
     }
 
     /// The HTTP status when the server answered with an error.

@@ -104,10 +104,7 @@ impl Client {
 
     /// Sends one framed batch of chunks (see `podder_core::api::frames`).
     pub async fn upload_frames(&self, body: Vec<u8>) -> Result<ChunksStored> {
-        self.json(
-            self.req(Method::POST, "/chunks").header("content-type", "application/octet-stream").body(body),
-        )
-        .await
+        self.json(self.req(Method::POST, "/chunks").header("content-type", "application/octet-stream").body(body)).await
     }
 
     /// Asks for chunks; the answer is read frame by frame with [`FrameReader`].

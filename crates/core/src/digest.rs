@@ -42,9 +42,7 @@ impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            return Err(invalid(format!(
-                "'{s}' is not a digest: expected 64 lowercase hex digits"
-            )));
+            return Err(invalid(format!("'{s}' is not a digest: expected 64 lowercase hex digits")));
         }
         let mut out = [0u8; 32];
         for (i, byte) in out.iter_mut().enumerate() {

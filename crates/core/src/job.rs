@@ -76,11 +76,7 @@ impl JobState {
 
     /// The checked transition: the new state, or an error naming both.
     pub fn transition(self, to: JobState) -> Result<JobState, Error> {
-        if self.can_become(to) {
-            Ok(to)
-        } else {
-            Err(Error::Transition { from: self.to_string(), to: to.to_string() })
-        }
+        if self.can_become(to) { Ok(to) } else { Err(Error::Transition { from: self.to_string(), to: to.to_string() }) }
     }
 }
 
@@ -93,10 +89,7 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| invalid(format!("unknown job state '{s}'")))
+        JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| invalid(format!("unknown job state '{s}'")))
     }
 }
 

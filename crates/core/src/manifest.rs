@@ -119,7 +119,10 @@ impl Manifest {
                 && seen.contains(parent)
                 && !dirs.contains(parent)
             {
-                return Err(invalid(format!("manifest entry '{}' lies under '{parent}', which is not a directory", e.path)));
+                return Err(invalid(format!(
+                    "manifest entry '{}' lies under '{parent}', which is not a directory",
+                    e.path
+                )));
             }
         }
         Ok(())

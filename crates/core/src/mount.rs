@@ -32,10 +32,7 @@ impl MountPath {
     }
     /// An environment-variable-safe form: `/data/mnist` → `DATA_MNIST`.
     pub fn env_suffix(&self) -> String {
-        self.relative()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-            .collect()
+        self.relative().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
     }
 }
 
@@ -43,9 +40,7 @@ impl FromStr for MountPath {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         if !s.starts_with('/') {
-            return Err(invalid(format!(
-                "the mount path '{s}' is relative: give an absolute path such as /data/{s}"
-            )));
+            return Err(invalid(format!("the mount path '{s}' is relative: give an absolute path such as /data/{s}")));
         }
         let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
         if parts.is_empty() {

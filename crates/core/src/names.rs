@@ -30,13 +30,10 @@ impl FromStr for Name {
         }
         let first = s.as_bytes()[0];
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-            return Err(invalid(format!(
-                "the name '{s}' must start with a lowercase letter or a digit"
-            )));
+            return Err(invalid(format!("the name '{s}' must start with a lowercase letter or a digit")));
         }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')))
+        if let Some(bad) =
+            s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')))
         {
             return Err(invalid(format!(
                 "the name '{s}' contains '{bad}': use lowercase letters, digits, '-', '_' or '.'"

@@ -28,10 +28,9 @@ fn split_owner(s: &str, what: &str) -> Result<(Option<Name>, Name), Error> {
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
         [name] => Ok((None, name.parse().map_err(|e| ctx(what, s, e))?)),
-        [owner, name] => Ok((
-            Some(owner.parse().map_err(|e| ctx(what, s, e))?),
-            name.parse().map_err(|e| ctx(what, s, e))?,
-        )),
+        [owner, name] => {
+            Ok((Some(owner.parse().map_err(|e| ctx(what, s, e))?), name.parse().map_err(|e| ctx(what, s, e))?))
+        }
         _ => Err(invalid(format!("'{s}' is not a {what}: expected [owner/]name"))),
     }
 }
@@ -112,7 +111,9 @@ impl FromStr for SourceRef {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         if s.is_empty() {
-            return Err(invalid("a data source cannot be empty: give a dataset such as cifar@3 or a job output such as mnist#12"));
+            return Err(invalid(
+                "a data source cannot be empty: give a dataset such as cifar@3 or a job output such as mnist#12",
+            ));
         }
         if let Some((head, rest)) = s.split_once('#') {
             let (num, path) = match rest.split_once('/') {

@@ -1,1 +1,85 @@
-//! stub
+//! The metadata store: owners, tokens, projects, jobs, leases and log lines.
+//!
+//! [`MetaStore`] is the one interface the server uses; [`SqliteStore`] is the
+//! embedded backend (WAL mode, one writer connection, a pool of readers).
+//! A PostgreSQL backend will implement the same trait and must pass the same
+//! [`testsuite`]. Every method takes the current time as an argument where it
+//! needs one, so tests control time (only migrations stamp their own).
+//!
+//! This crate must not know about HTTP or the object store. Job states change
+//! only through `podder_core::JobState::transition`.
+
+pub mod error;
+pub mod sqlite;
+pub mod testsuite;
+pub mod types;
+
+use async_trait::async_trait;
+use podder_core::api::{Job, LogLine, Project};
+use podder_core::{JobState, Name};
+
+pub use error::{MetaError, Result};
+pub use sqlite::SqliteStore;
+pub use types::{Claim, FinishJob, JobId, JobRecord, NewJob, Owner, TokenHash};
+
+/// Everything the server stores about owners, projects and jobs.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // --- owners and tokens ---
+
+    /// Creates the owner if missing. `admin = true` makes an existing owner
+    /// an admin; `admin = false` never takes the flag away.
+    async fn ensure_owner(&self, name: &Name, admin: bool, now: i64) -> Result<Owner>;
+    /// Whether any owner is an admin (false only before the first start).
+    async fn has_admin(&self) -> Result<bool>;
+    /// Records a token (by its hash) for an existing owner.
+    async fn add_token(&self, owner: &Name, hash: &TokenHash, now: i64) -> Result<()>;
+    /// The owner a token belongs to, if the token is known.
+    async fn owner_by_token(&self, hash: &TokenHash) -> Result<Option<Owner>>;
+
+    // --- projects ---
+
+    /// Creates a project of an existing owner; `Conflict` if it exists.
+    async fn create_project(&self, owner: &Name, name: &Name, description: &str, now: i64) -> Result<Project>;
+    async fn get_project(&self, owner: &Name, name: &Name) -> Result<Project>;
+    /// An owner's projects, by name.
+    async fn list_projects(&self, owner: &Name) -> Result<Vec<Project>>;
+
+    // --- jobs ---
+
+    /// Creates a queued job with the project's next number (race-free).
+    async fn create_job(&self, new: NewJob) -> Result<JobRecord>;
+    async fn get_job(&self, owner: &Name, project: &Name, number: u64) -> Result<JobRecord>;
+    async fn get_job_by_id(&self, id: JobId) -> Result<JobRecord>;
+    /// A project's jobs, newest first, at most `limit`.
+    async fn list_jobs(&self, owner: &Name, project: &Name, limit: u32) -> Result<Vec<Job>>;
+    /// A queued job stops at once; a leased one gets `stop_requested`;
+    /// an ended one is a `Conflict` ("already <state>").
+    async fn request_stop(&self, owner: &Name, project: &Name, number: u64, now: i64) -> Result<JobRecord>;
+
+    // --- leases (agent side); an invalid lease is `MetaError::lease_gone` ---
+
+    /// Atomically assigns the oldest queued job of `claim.queue` to an agent.
+    async fn claim_job(&self, claim: &Claim) -> Result<Option<JobRecord>>;
+    /// Extends a live lease to `expires_at`.
+    async fn heartbeat(&self, lease_id: &str, expires_at: i64) -> Result<JobRecord>;
+    /// `preparing` or `running` (which sets `started_at`); resending the
+    /// current state is a no-op.
+    async fn set_progress(&self, lease_id: &str, state: JobState, now: i64) -> Result<JobRecord>;
+    /// Ends a leased job. A failure after a stop request is recorded as
+    /// `stopped`. Resending the same finish returns the job unchanged.
+    async fn finish_job(&self, lease_id: &str, finish: &FinishJob) -> Result<JobRecord>;
+    /// Every leased job whose lease ran out before `now` becomes `lost`, and
+    /// goes back to `queued` (attempt + 1) while its retries allow. Returns
+    /// the jobs changed, in their new state.
+    async fn expire_leases(&self, now: i64) -> Result<Vec<JobRecord>>;
+
+    // --- logs ---
+
+    /// Stores lines of a leased job; a seq already stored is ignored. The
+    /// agent numbers lines per attempt from 0; the store shifts a retried
+    /// attempt's lines past the earlier attempts' ones. Returns the job's id.
+    async fn append_logs(&self, lease_id: &str, lines: &[LogLine]) -> Result<JobId>;
+    /// Lines with `seq >= from`, in order, at most `limit`.
+    async fn read_logs(&self, job: JobId, from: u64, limit: u32) -> Result<Vec<LogLine>>;
+}

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The bytes do not hash to the id they were sent under.
     #[error("chunk {expected} does not match its bytes (they hash to {actual})")]
     Corrupt { expected: String, actual: String },
+    /// Manifest bytes that do not hash to the id they were sent under.
+    #[error("manifest {expected} does not match its bytes (they hash to {actual})")]
+    CorruptManifest { expected: String, actual: String },
     /// A request that can never succeed as given (an invalid manifest, a
     /// destination that is not empty, ...); the message says what to do.
     #[error("{0}")]
@@ -38,4 +41,22 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError>;
     async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError>;
     async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError>;
+}
+
+/// Checks that chunk bytes hash to their id.
+pub(crate) fn check_chunk(id: ChunkId, data: &[u8]) -> Result<(), StoreError> {
+    let actual = ChunkId::of(data);
+    if actual != id {
+        return Err(StoreError::Corrupt { expected: id.to_hex(), actual: actual.to_hex() });
+    }
+    Ok(())
+}
+
+/// Checks that manifest bytes hash to their id.
+pub(crate) fn check_manifest(id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
+    let actual = ManifestId::of(bytes);
+    if actual != id {
+        return Err(StoreError::CorruptManifest { expected: id.to_hex(), actual: actual.to_hex() });
+    }
+    Ok(())
 }

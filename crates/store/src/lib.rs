@@ -12,8 +12,8 @@
 pub mod blob;
 pub mod chunker;
 pub mod local;
-pub mod memory;
 pub mod materialize;
+pub mod memory;
 pub mod scan;
 
 #[cfg(test)]
@@ -35,4 +35,9 @@ where
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(StoreError::Io(std::io::Error::other(format!("storage task was cancelled: {e}")))),
     }
+}
+
+/// Adds a path to an I/O error's message, keeping its kind.
+pub(crate) fn at(path: &std::path::Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }

@@ -1,0 +1,266 @@
+//! Running one job's process: spawning it (in its own process group, with
+//! SIGKILL as its parent-death signal), reading its output into the log,
+//! enforcing its timeout, stopping it (SIGTERM to the group, then SIGKILL
+//! after a grace period), and reporting how it ended.
+//!
+//! This module knows nothing of the server: it runs a [`JobPlan`] and hands
+//! back a [`Running`] handle, so it can be tested alone.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use podder_core::MountPath;
+use podder_core::api::Stream;
+use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+
+use crate::logs::{LogSink, read_lines};
+use crate::sandbox::{self, Sandbox, UNSANDBOXED_WARNING};
+use crate::signals;
+
+/// How long the output readers may take after the process ended (a stray
+/// process outside the group may still hold the pipes).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Everything needed to run one job's process.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// Shell text run by `/bin/sh -c` (see [`sandbox::build_script`]).
+    pub script: String,
+    /// Variables besides `PATH`, `HOME`, `LANG`, `PYTHONUNBUFFERED` and the
+    /// path variables (`PODDER_CODE`, `PODDER_OUTPUT`, `PODDER_MOUNT_*`),
+    /// which the executor sets itself.
+    pub env: Vec<(String, String)>,
+    /// The job's writable code directory (`/code` in the sandbox).
+    pub code_dir: PathBuf,
+    /// The job's writable output directory (`/output` in the sandbox).
+    pub output_dir: PathBuf,
+    /// Read-only input trees and where they appear.
+    pub inputs: Vec<(PathBuf, MountPath)>,
+    /// Host paths never visible to the job (hidden where they lie inside a
+    /// directory that the sandbox shows).
+    pub hide: Vec<PathBuf>,
+    pub sandbox: Sandbox,
+    /// Stop the job (as a failure) after this long.
+    pub timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// Why the process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// By itself.
+    Exited,
+    /// After [`Running::stop`].
+    Stopped,
+    /// After [`Running::kill`] (or the handle was dropped).
+    Killed,
+    /// Its timeout expired.
+    TimedOut,
+}
+
+/// How a job's process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatusInfo {
+    /// The exit code, or 128 + the signal that killed it.
+    pub code: i32,
+    /// The signal, when the process was killed by one (under bubblewrap the
+    /// sandbox reports it as the exit code 128 + signal instead).
+    pub signal: Option<i32>,
+    pub ending: Ending,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Request {
+    Run,
+    Stop,
+    Kill,
+}
+
+/// A running job. Dropping it kills the job.
+pub struct Running {
+    pid: u32,
+    requests: watch::Sender<Request>,
+    done: watch::Receiver<Option<ExitStatusInfo>>,
+}
+
+impl Running {
+    /// The pid of the spawned process, which is also the process group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Asks the job to stop: SIGTERM to its processes, SIGKILL to the group
+    /// after the grace period. Returns at once; see [`wait`](Self::wait).
+    pub fn stop(&self) {
+        self.escalate(Request::Stop);
+    }
+
+    /// Kills the whole process group with SIGKILL at once.
+    pub fn kill(&self) {
+        self.escalate(Request::Kill);
+    }
+
+    fn escalate(&self, to: Request) {
+        self.requests.send_if_modified(|r| {
+            let more = *r < to;
+            if more {
+                *r = to;
+            }
+            more
+        });
+    }
+
+    /// Waits until the process has ended and its output has been read.
+    /// May be called again, and cancelled, safely.
+    pub async fn wait(&self) -> ExitStatusInfo {
+        let mut done = self.done.clone();
+        match done.wait_for(Option::is_some).await {
+            Ok(info) => info.clone().expect("checked by wait_for"),
+            // The supervisor died without a result (it panicked).
+            Err(_) => ExitStatusInfo { code: -1, signal: None, ending: Ending::Killed },
+        }
+    }
+}
+
+/// Starts the job. Its stdout and stderr, and the executor's own notes
+/// (the unsandboxed warning, stop and timeout notices), go to `log`.
+///
+/// Call it from a task on the runtime, not from a blocking thread: the
+/// parent-death signal fires when the *thread* that spawned the process ends.
+pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
+    if !plan.sandbox.is_sandboxed() {
+        tracing::warn!(code = %plan.code_dir.display(), "{UNSANDBOXED_WARNING}");
+        log.system(UNSANDBOXED_WARNING).await;
+    }
+    let mut cmd = sandbox::command(&plan);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure only makes async-signal-safe system calls
+    // (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The agent may have died before the signal was armed.
+            if getppid() != Some(parent) {
+                return Err(std::io::Error::other("the agent exited"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id().ok_or_else(|| std::io::Error::other("the job's process ended before it started"))?;
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(out, Stream::Stdout, log.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(err, Stream::Stderr, log.clone())));
+    }
+    let (requests, req_rx) = watch::channel(Request::Run);
+    let (done_tx, done) = watch::channel(None);
+    let sup =
+        Supervisor { pid, sandboxed: plan.sandbox.is_sandboxed(), timeout: plan.timeout, grace: plan.stop_grace, log };
+    tokio::spawn(async move {
+        let info = sup.run(child, req_rx, readers).await;
+        let _ = done_tx.send(Some(info));
+    });
+    Ok(Running { pid, requests, done })
+}
+
+struct Supervisor {
+    pid: u32,
+    sandboxed: bool,
+    timeout: Option<Duration>,
+    grace: Duration,
+    log: LogSink,
+}
+
+impl Supervisor {
+    async fn run(
+        self,
+        mut child: Child,
+        mut req: watch::Receiver<Request>,
+        readers: Vec<JoinHandle<()>>,
+    ) -> ExitStatusInfo {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let mut ending = Ending::Exited;
+        let mut kill_at: Option<Instant> = None;
+        let mut req_open = true;
+        let status = loop {
+            tokio::select! {
+                st = child.wait() => break st,
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && ending == Ending::Exited => {
+                    ending = Ending::TimedOut;
+                    let secs = self.timeout.unwrap_or_default().as_secs();
+                    self.log.system(format!("timed out after {secs} s: stopping the job")).await;
+                    kill_at = Some(self.terminate());
+                }
+                r = req.changed(), if req_open => {
+                    let r = if r.is_ok() { *req.borrow_and_update() } else { req_open = false; Request::Kill };
+                    match r {
+                        Request::Run => {}
+                        Request::Stop if ending == Ending::Exited => {
+                            ending = Ending::Stopped;
+                            self.log.system("stop requested: sending SIGTERM to the job").await;
+                            kill_at = Some(self.terminate());
+                        }
+                        Request::Stop => {}
+                        Request::Kill => {
+                            if ending == Ending::Exited {
+                                ending = Ending::Killed;
+                            }
+                            signals::kill(self.pid);
+                        }
+                    }
+                }
+                _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                    kill_at = None;
+                    let secs = self.grace.as_secs_f64();
+                    self.log.system(format!("the job still runs {secs:.0} s after SIGTERM: sending SIGKILL")).await;
+                    signals::kill(self.pid);
+                }
+            }
+        };
+        // Whatever the main process left behind in its group goes with it;
+        // wait (briefly) until the kernel has taken every one of them down.
+        let until = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            signals::kill(self.pid);
+            if signals::group_members(self.pid).is_empty() || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for r in readers {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, r).await.is_err() {
+                tracing::warn!(pid = self.pid, "a process outside the job's group holds its output open");
+                abort.abort();
+            }
+        }
+        match status {
+            Ok(st) => match (st.code(), st.signal()) {
+                (Some(code), _) => ExitStatusInfo { code, signal: None, ending },
+                (None, Some(sig)) => ExitStatusInfo { code: 128 + sig, signal: Some(sig), ending },
+                (None, None) => ExitStatusInfo { code: -1, signal: None, ending },
+            },
+            Err(e) => {
+                tracing::error!(pid = self.pid, "waiting for the job's process failed: {e}");
+                ExitStatusInfo { code: -1, signal: None, ending }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns when SIGKILL is due.
+    fn terminate(&self) -> Instant {
+        signals::terminate(self.pid, self.sandboxed);
+        Instant::now() + self.grace
+    }
+}

@@ -1,0 +1,71 @@
+//! Signalling a job's process group: the graceful SIGTERM, the final
+//! SIGKILL, and listing the group's members from `/proc`.
+//!
+//! Every job runs in its own process group whose id is the pid of the
+//! process the agent spawned (`/bin/sh`, or the outer `bwrap`).
+
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+
+/// Sends SIGTERM to the job. Unsandboxed, the whole group gets it. Under
+/// bubblewrap the group leader is the outer `bwrap`, which would die of it
+/// and take the sandbox down with SIGKILL at once, so every other member
+/// gets it instead (`bwrap` then exits with the job's status).
+pub(crate) fn terminate(pgid: u32, spare_leader: bool) {
+    if !spare_leader {
+        signal_group(pgid, Signal::TERM);
+        return;
+    }
+    for pid in group_members(pgid) {
+        if pid != pgid
+            && let Some(p) = Pid::from_raw(pid as i32)
+        {
+            let _ = kill_process(p, Signal::TERM);
+        }
+    }
+}
+
+/// Sends SIGKILL to the whole group; a group that is gone is no error.
+pub(crate) fn kill(pgid: u32) {
+    signal_group(pgid, Signal::KILL);
+}
+
+fn signal_group(pgid: u32, sig: Signal) {
+    if let Some(p) = Pid::from_raw(pgid as i32) {
+        // ESRCH: nothing is left of the group.
+        let _ = kill_process_group(p, sig);
+    }
+}
+
+/// The pids of the live processes in process group `pgid` (zombies
+/// excluded), read from `/proc`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = stat_of(pid)
+            && pgrp == pgid
+            && state != 'Z'
+            && state != 'X'
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// (state, process group) from `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}

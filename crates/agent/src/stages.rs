@@ -1,0 +1,144 @@
+//! The stages of a job around its process: materializing its code and
+//! inputs, turning the lease into a [`JobPlan`] (script, variables, mounts,
+//! hidden paths), judging how a run ended, and capturing `/output`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use podder_client::ClientError;
+use podder_client::transfer::{NoProgress, upload_tree};
+use podder_core::api::Lease;
+use podder_core::{ManifestId, MountPath, Outcome};
+use podder_store::scan::{ScanOptions, scan_tree};
+
+use crate::Shared;
+use crate::executor::{Ending, ExitStatusInfo, JobPlan};
+use crate::heartbeat::Control;
+use crate::logs::LogSink;
+use crate::prepare::{JobDirs, remove_tree};
+use crate::retry::{is_transient, with_retry};
+use crate::sandbox::build_script;
+
+/// The outcome and reason of a job that ran.
+pub(crate) fn outcome_of(
+    info: &ExitStatusInfo,
+    control: Control,
+    timeout_secs: Option<u64>,
+) -> (Outcome, Option<String>) {
+    match info.ending {
+        Ending::TimedOut => (Outcome::Failed, Some(format!("timed out after {} s", timeout_secs.unwrap_or(0)))),
+        Ending::Stopped | Ending::Killed if control == Control::Shutdown => {
+            (Outcome::Failed, Some("agent shut down".into()))
+        }
+        Ending::Stopped | Ending::Killed => (Outcome::Stopped, None),
+        Ending::Exited if info.code == 0 => (Outcome::Succeeded, None),
+        Ending::Exited => (
+            Outcome::Failed,
+            Some(match info.signal {
+                Some(sig) => format!("killed by signal {sig}"),
+                None => format!("exited with code {}", info.code),
+            }),
+        ),
+    }
+}
+
+/// [`prepare`], tried again (up to three times in all) while it fails for
+/// a reason that may pass, such as the server restarting.
+pub(crate) async fn prepare_retrying(
+    shared: &Shared,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogSink,
+) -> anyhow::Result<Vec<(PathBuf, MountPath)>> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match prepare(shared, lease, dirs, log).await {
+            Ok(inputs) => return Ok(inputs),
+            Err(e) if tries < 3 && may_pass(&e) && !shared.deadline.passed() => {
+                log.system(format!("preparing the job failed, trying again: {e:#}")).await;
+                let root = dirs.root.clone();
+                tokio::task::spawn_blocking(move || remove_tree(&root)).await??;
+                tokio::time::sleep(Duration::from_secs(tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether an error came from a call to the server that may succeed later.
+fn may_pass(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<ClientError>().is_some_and(is_transient))
+}
+
+/// Materializes the code and the inputs; returns the inputs' trees.
+async fn prepare(
+    shared: &Shared,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogSink,
+) -> anyhow::Result<Vec<(PathBuf, MountPath)>> {
+    let (client, ws, spec) = (&shared.client, &shared.workspace, &lease.job.spec);
+    std::fs::create_dir_all(&dirs.root).with_context(|| format!("cannot create {}", dirs.root.display()))?;
+    ws.materialize_code(client, &spec.code, &dirs.code).await?;
+    std::fs::create_dir_all(&dirs.output).with_context(|| format!("cannot create {}", dirs.output.display()))?;
+    let mut inputs = Vec::new();
+    for input in &spec.inputs {
+        let (tree, built) = ws.tree(client, &input.manifest).await?;
+        let how = if built { "downloaded" } else { "cached" };
+        log.system(format!("input: {} at {} ({how})", input.source, input.mount)).await;
+        inputs.push((tree, input.mount.clone()));
+    }
+    Ok(inputs)
+}
+
+/// The plan that runs the leased job.
+pub(crate) fn plan(
+    shared: &Shared,
+    lease: &Lease,
+    dirs: &JobDirs,
+    inputs: Vec<(PathBuf, MountPath)>,
+) -> anyhow::Result<JobPlan> {
+    let spec = &lease.job.spec;
+    if spec.command.is_empty() {
+        anyhow::bail!("the job has no command");
+    }
+    let mut env = vec![("PODDER_JOB".to_string(), lease.job.job_ref.to_string())];
+    for (k, v) in &spec.params {
+        let name: String =
+            k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        env.push((format!("PODDER_PARAM_{name}"), v.clone()));
+    }
+    if let Some(url) = &lease.server_url {
+        env.push(("MLFLOW_TRACKING_URI".into(), format!("{}/", url.trim_end_matches('/'))));
+    }
+    let mut hide = shared.config.hide_paths.clone();
+    hide.push(shared.workspace.root().to_path_buf());
+    Ok(JobPlan {
+        script: build_script(&spec.setup, &spec.command),
+        env,
+        code_dir: dirs.code.clone(),
+        output_dir: dirs.output.clone(),
+        inputs,
+        hide,
+        sandbox: shared.sandbox.clone(),
+        timeout: spec.timeout_secs.map(Duration::from_secs),
+        stop_grace: shared.config.stop_grace,
+    })
+}
+
+/// Scans and uploads `/output`; returns its manifest id, files and bytes.
+pub(crate) async fn upload_output(shared: &Shared, dirs: &JobDirs) -> anyhow::Result<(ManifestId, usize, u64)> {
+    let dir = dirs.output.clone();
+    let tree = tokio::task::spawn_blocking(move || {
+        scan_tree(&dir, &ScanOptions { respect_ignore: false, max_bytes: None, threads: 0 })
+    })
+    .await
+    .context("the output scan failed")??;
+    let report =
+        with_retry("uploading the output", &shared.deadline, || upload_tree(&shared.client, &tree, &NoProgress))
+            .await?;
+    let id = report.manifest.context("the server committed no manifest for the output")?;
+    Ok((id, report.files, report.bytes_total))
+}

@@ -1,0 +1,189 @@
+//! The command line, as clap types. One variant per command; each is
+//! handled by the file of the same name in `commands/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "podder", version, about = "Run deep-learning jobs on your own machines, with everything recorded")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a server and an agent in one process, with SQLite and a local store
+    Up(ServeArgs),
+    /// Start the API server alone
+    Server(ServeArgs),
+    /// Start an agent that pulls jobs from a server and runs them
+    Agent(AgentArgs),
+    /// Save a server address and token in the client config
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Create or list projects
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Link the current directory to a project (created if missing); writes podder.yaml
+    Init {
+        /// Project name, or owner/name
+        name: String,
+    },
+    /// Upload the code in this directory and run a command on an agent
+    Run(RunArgs),
+    /// Show a job, or list the project's jobs
+    Status {
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's logs
+    Logs {
+        job: String,
+        /// Keep printing new lines until the job ends
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a job (SIGTERM to its processes, then SIGKILL after a grace period)
+    Stop { job: String },
+    /// Run a job again with the same code, inputs and environment
+    Restart {
+        job: String,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a job's code snapshot into a directory
+    Clone { job: String, dir: Option<PathBuf> },
+    /// List or download what a job left in /output
+    Output {
+        job: String,
+        /// Download into this directory instead of listing
+        #[arg(long)]
+        download: Option<PathBuf>,
+        /// Only this directory inside the output
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a bundled example end to end on a fresh embedded server
+    Demo {
+        /// Where the demo's server keeps its data (default: a new temporary directory)
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Leave the server running after the demo
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8600", env = "PODDER_LISTEN")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "PODDER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds without a heartbeat after which a job's lease expires
+    #[arg(long, default_value_t = 30)]
+    pub lease_timeout: u64,
+    /// Name of the first (admin) owner, created on first start
+    #[arg(long, env = "PODDER_ADMIN")]
+    pub admin: Option<String>,
+    /// Agent slots (for `up`)
+    #[arg(long, default_value_t = 2)]
+    pub slots: usize,
+    /// Sandbox for the in-process agent (for `up`): auto, bwrap or none
+    #[arg(long, default_value = "auto")]
+    pub sandbox: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[arg(long, env = "PODDER_SERVER")]
+    pub server: Option<String>,
+    #[arg(long, env = "PODDER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// How many jobs run at once
+    #[arg(long, default_value_t = 1)]
+    pub slots: usize,
+    /// Agent name (default: the host name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Work directory for job workspaces and caches
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// auto, bwrap or none
+    #[arg(long, default_value = "auto")]
+    pub sandbox: String,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Create a project
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List your projects
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Mount a dataset or job output: SRC[:MOUNT], e.g. mnist#12/model:/model
+    #[arg(long = "data", value_name = "SRC[:MOUNT]")]
+    pub data: Vec<String>,
+    /// A command run before the main command (repeatable)
+    #[arg(long)]
+    pub setup: Vec<String>,
+    /// A parameter, given to the job as PODDER_PARAM_<K> (repeatable)
+    #[arg(long = "param", value_name = "K=V")]
+    pub params: Vec<String>,
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// Stream the logs and exit with the job's exit code
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Kill the job after this long: 90, 90s, 10m, 2h
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Run again this many times if the job's agent is lost
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Project (default: the one in podder.yaml)
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Code directory to upload (default: the current directory)
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Largest code snapshot allowed, in bytes (default 1 GiB)
+    #[arg(long, env = "PODDER_MAX_CODE_BYTES", default_value_t = 1 << 30)]
+    pub max_code_bytes: u64,
+    #[arg(long)]
+    pub json: bool,
+    /// The command to run, after --
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,137 @@
+//! `podder demo`: a fresh embedded server and agent, a bundled training
+//! script run with its logs followed, then an evaluation job that mounts the
+//! first job's output. Shows the whole loop on a new machine in one command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use podder_agent::{AgentConfig, SandboxMode};
+use podder_client::Client;
+use podder_core::JobState;
+use podder_core::api::{Job, SubmitJob};
+
+use crate::args::ServeArgs;
+use crate::ctx::Ctx;
+
+const TRAIN: &str = include_str!("../../examples/demo/train.py");
+const EVALUATE: &str = include_str!("../../examples/demo/evaluate.py");
+
+pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> Result<i32> {
+    let temporary = data_dir.is_none();
+    let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("podder-demo-{}", std::process::id())));
+    let args = ServeArgs {
+        listen,
+        data_dir: Some(data_dir.clone()),
+        lease_timeout: 30,
+        admin: Some("demo".into()),
+        slots: 2,
+        sandbox: "auto".into(),
+    };
+    let started = super::serve::start(&args).await?;
+    let url = started.url.clone();
+    let server = started.server.clone();
+    let token = match started.first_token.clone() {
+        Some(t) => t,
+        None => server.create_token(&started.admin, true).await?,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let Started { listener, .. } = split(started);
+    let server_task = tokio::spawn(server.clone().serve(listener, wait_stop(stop_rx.clone())));
+    let agent = AgentConfig {
+        name: "demo-agent".into(),
+        queue: "default".into(),
+        slots: 2,
+        work_dir: data_dir.join("agent"),
+        hide_paths: vec![data_dir.clone()],
+        sandbox: SandboxMode::Auto,
+        stop_grace: Duration::from_secs(5),
+        lease_wait_ms: 30_000,
+    };
+    let agent_task = tokio::spawn(podder_agent::run_agent(Client::new(&url, &token)?, agent, wait_stop(stop_rx)));
+    println!("podder demo: server at {url}, data in {}", data_dir.display());
+
+    let result = steps(&url, &token, &data_dir).await;
+    if keep && result.is_ok() {
+        println!("\nthe server keeps running (Ctrl-C to stop). Use it with:");
+        println!("  export PODDER_SERVER={url} PODDER_TOKEN={token}");
+        super::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        let _ = server_task.await;
+        let _ = agent_task.await;
+    })
+    .await;
+    if temporary && !keep {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+struct Started {
+    listener: tokio::net::TcpListener,
+}
+
+fn split(s: super::serve::Started) -> Started {
+    Started { listener: s.into_listener() }
+}
+
+async fn steps(url: &str, token: &str, data_dir: &std::path::Path) -> Result<i32> {
+    let client = Client::new(url, token)?;
+    let me = client.whoami().await?.owner;
+    let ctx = Ctx { client, me };
+    let project = "demo".parse()?;
+    if ctx.client.project(&ctx.me, &project).await.is_err() {
+        ctx.client.create_project(&project, "podder's bundled example").await?;
+    }
+    let code = data_dir.join("demo-code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("train.py"), TRAIN)?;
+    std::fs::write(code.join("evaluate.py"), EVALUATE)?;
+    std::fs::write(code.join("podder.yaml"), "project: demo\n")?;
+    let report = super::run::upload_code(&ctx, code, 1 << 30).await?;
+
+    println!("\n== training: python3 train.py (20 epochs of logistic regression)");
+    let mut submit = SubmitJob {
+        code: report.manifest,
+        command: vec!["python3".into(), "train.py".into()],
+        params: [("EPOCHS".to_string(), "20".to_string())].into(),
+        message: Some("demo: train".into()),
+        ..Default::default()
+    };
+    let train = run_job(&ctx, &project, &submit).await?;
+
+    println!("\n== evaluating: python3 evaluate.py with {}'s output mounted at /model", train.job_ref);
+    submit.command = vec!["python3".into(), "evaluate.py".into()];
+    submit.params.clear();
+    submit.data = vec![format!(
+        "{}/{}#{}:/model",
+        train.job_ref.owner.as_ref().unwrap_or(&ctx.me),
+        project,
+        train.job_ref.number
+    )];
+    submit.message = Some("demo: evaluate".into());
+    let eval = run_job(&ctx, &project, &submit).await?;
+
+    println!("\n== summary");
+    for (what, j) in [("train", &train), ("evaluate", &eval)] {
+        println!("{what:<9} {}  {}  in {}", j.job_ref, j.state, crate::display::runtime(j));
+    }
+    println!("the model: podder output {} ; the evaluation: podder output {}", train.job_ref, eval.job_ref);
+    Ok(0)
+}
+
+async fn run_job(ctx: &Ctx, project: &podder_core::Name, submit: &SubmitJob) -> Result<Job> {
+    let job = ctx.client.submit(&ctx.me, project, submit).await?;
+    println!("submitted {}", job.job_ref);
+    let done = super::logs::follow(ctx, &job.job_ref).await?;
+    if done.state != JobState::Succeeded {
+        bail!("{} ended {}: see `podder logs {}`", done.job_ref, done.state, done.job_ref);
+    }
+    Ok(done)
+}

@@ -1,0 +1,51 @@
+//! One file per command; `dispatch` is the one exhaustive match.
+
+mod agent;
+mod clone;
+mod demo;
+mod init;
+mod login;
+mod logs;
+mod output;
+mod project;
+mod restart;
+mod run;
+mod serve;
+mod status;
+mod stop;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::ctx::Ctx;
+
+/// Runs one command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Up(a) => serve::up(a).await,
+        Command::Server(a) => serve::server(a).await,
+        Command::Agent(a) => agent::run(a).await,
+        Command::Login { server, token } => login::run(&server, &token).await,
+        Command::Demo { data_dir, keep, listen } => demo::run(data_dir, keep, listen).await,
+        Command::Project(p) => project::run(&Ctx::connect().await?, p).await,
+        Command::Init { name } => init::run(&Ctx::connect().await?, &name).await,
+        Command::Run(a) => run::run(&Ctx::connect().await?, a).await,
+        Command::Status { job, json } => status::run(&Ctx::connect().await?, job.as_deref(), json).await,
+        Command::Logs { job, follow } => logs::run(&Ctx::connect().await?, &job, follow).await,
+        Command::Stop { job } => stop::run(&Ctx::connect().await?, &job).await,
+        Command::Restart { job, follow, json } => restart::run(&Ctx::connect().await?, &job, follow, json).await,
+        Command::Clone { job, dir } => clone::run(&Ctx::connect().await?, &job, dir).await,
+        Command::Output { job, download, path, json } => {
+            output::run(&Ctx::connect().await?, &job, download, path.as_deref(), json).await
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,137 @@
+//! `podder run`: snapshot the code directory, upload only what the server
+//! lacks, submit the job, and optionally follow it.
+//!
+//! Everything the user typed is checked before anything is uploaded or
+//! created, so a bad flag leaves no trace on the server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use podder_client::transfer;
+use podder_core::DataSpec;
+use podder_core::api::SubmitJob;
+use podder_core::refs::check_mounts;
+use podder_store::scan::{ScanOptions, scan_tree};
+
+use crate::args::RunArgs;
+use crate::ctx::Ctx;
+use crate::{display, progress};
+
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in raw {
+        let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("--param '{p}' has no '=': write it as K=V"))?;
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            bail!("--param name '{k}' is not valid: use letters, digits and '_', not starting with a digit");
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("--param {k} is given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// `90`, `90s`, `10m`, `2h` → seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => bail!("--timeout '{s}' is not a duration: write 90, 90s, 10m or 2h"),
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
+    if a.command.is_empty() || a.command.iter().all(|c| c.trim().is_empty()) {
+        bail!("the command is empty: give one after --, e.g. podder run -- python train.py");
+    }
+    let specs: Vec<DataSpec> = a.data.iter().map(|d| d.parse::<DataSpec>()).collect::<Result<_, _>>()?;
+    check_mounts(specs.iter().map(|s| &s.mount))?;
+    let params = parse_params(&a.params)?;
+    let timeout_secs = a.timeout.as_deref().map(parse_duration).transpose()?;
+    let (owner, project) = ctx.project(a.project.as_deref())?;
+    ctx.client.project(&owner, &project).await.map_err(|e| match e.status() {
+        Some(404) => anyhow!("project {owner}/{project} does not exist: create it with `podder init {project}`"),
+        _ => e.into(),
+    })?;
+
+    let dir = match a.dir {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    let report = upload_code(ctx, dir, a.max_code_bytes).await?;
+    let job = ctx
+        .client
+        .submit(
+            &owner,
+            &project,
+            &SubmitJob {
+                code: report.manifest,
+                command: a.command,
+                setup: a.setup,
+                params,
+                data: a.data,
+                env: None,
+                timeout_secs,
+                retries: a.retries,
+                queue: a.queue,
+                message: a.message,
+            },
+        )
+        .await?;
+    if a.json {
+        display::json(&job)?;
+    } else {
+        println!("{}", job.job_ref);
+    }
+    if a.follow {
+        let done = super::logs::follow(ctx, &job.job_ref).await?;
+        return Ok(super::logs::exit_code(&done));
+    }
+    Ok(0)
+}
+
+/// Scans and uploads a code directory; prints a one-line summary on stderr.
+pub async fn upload_code(ctx: &Ctx, dir: PathBuf, max_bytes: u64) -> Result<transfer::UploadReport> {
+    let opts = ScanOptions { respect_ignore: true, max_bytes: Some(max_bytes), threads: 0 };
+    let scan_dir = dir.clone();
+    let tree = tokio::task::spawn_blocking(move || scan_tree(&scan_dir, &opts))
+        .await?
+        .with_context(|| format!("snapshotting {}", dir.display()))?;
+    let bar = progress::TermBar::new("uploading code");
+    let report = transfer::upload_tree(&ctx.client, &tree, &bar).await?;
+    eprintln!(
+        "code: {} files, {} (sent {} of {} chunks, {})",
+        report.files,
+        display::bytes(report.bytes_total),
+        report.chunks_sent,
+        report.chunks_total,
+        display::bytes(report.bytes_sent)
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_and_durations() {
+        assert_eq!(parse_params(&["lr=0.1".into()]).unwrap()["lr"], "0.1");
+        assert!(parse_params(&["lr".into()]).is_err());
+        assert!(parse_params(&["1x=2".into()]).is_err());
+        assert!(parse_params(&["a=1".into(), "a=2".into()]).is_err());
+        assert_eq!(parse_duration("10m").unwrap(), 600);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0").is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Formatting for people: sizes, times, tables, job summaries.
+
+use podder_core::api::Job;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn duration_ms(ms: i64) -> String {
+    let s = ms.max(0) as f64 / 1000.0;
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    }
+}
+
+pub fn ago(ts: i64) -> String {
+    format!("{} ago", duration_ms(now_ms() - ts))
+}
+
+/// How long the job ran, or has been running.
+pub fn runtime(job: &Job) -> String {
+    match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) => duration_ms(f - s),
+        (Some(s), None) => duration_ms(now_ms() - s),
+        _ => "-".into(),
+    }
+}
+
+/// Prints rows with columns padded to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub fn command_line(job: &Job) -> String {
+    job.spec.command.join(" ")
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

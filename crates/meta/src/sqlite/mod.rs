@@ -1,0 +1,132 @@
+//! The SQLite backend of [`MetaStore`]: one file in WAL mode.
+//!
+//! All writes go through a pool of exactly one connection, so writers queue
+//! in the process (fairly, without SQLite's sleeping busy handler) and a
+//! transaction never fails to upgrade its lock; reads use a separate pool.
+//! SQL is kept portable (`$N` parameters, `ON CONFLICT`, `RETURNING`) so a
+//! PostgreSQL backend can reuse most of it.
+
+mod jobs;
+mod leases;
+mod logs;
+mod migrations;
+mod owners;
+mod rows;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use podder_core::api::{Job, LogLine, Project};
+use podder_core::{JobState, Name};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::{Claim, FinishJob, JobId, JobRecord, MetaStore, NewJob, Owner, Result, TokenHash};
+
+/// The metadata store in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and brings its
+    /// schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        migrations::run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes both pools, waiting for running statements.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn ensure_owner(&self, name: &Name, admin: bool, now: i64) -> Result<Owner> {
+        owners::ensure_owner(self, name, admin, now).await
+    }
+    async fn has_admin(&self) -> Result<bool> {
+        owners::has_admin(self).await
+    }
+    async fn add_token(&self, owner: &Name, hash: &TokenHash, now: i64) -> Result<()> {
+        owners::add_token(self, owner, hash, now).await
+    }
+    async fn owner_by_token(&self, hash: &TokenHash) -> Result<Option<Owner>> {
+        owners::owner_by_token(self, hash).await
+    }
+
+    async fn create_project(&self, owner: &Name, name: &Name, description: &str, now: i64) -> Result<Project> {
+        owners::create_project(self, owner, name, description, now).await
+    }
+    async fn get_project(&self, owner: &Name, name: &Name) -> Result<Project> {
+        owners::get_project(self, owner, name).await
+    }
+    async fn list_projects(&self, owner: &Name) -> Result<Vec<Project>> {
+        owners::list_projects(self, owner).await
+    }
+
+    async fn create_job(&self, new: NewJob) -> Result<JobRecord> {
+        jobs::create_job(self, new).await
+    }
+    async fn get_job(&self, owner: &Name, project: &Name, number: u64) -> Result<JobRecord> {
+        jobs::get_job(self, owner, project, number).await
+    }
+    async fn get_job_by_id(&self, id: JobId) -> Result<JobRecord> {
+        jobs::get_job_by_id(self, id).await
+    }
+    async fn list_jobs(&self, owner: &Name, project: &Name, limit: u32) -> Result<Vec<Job>> {
+        jobs::list_jobs(self, owner, project, limit).await
+    }
+    async fn request_stop(&self, owner: &Name, project: &Name, number: u64, now: i64) -> Result<JobRecord> {
+        jobs::request_stop(self, owner, project, number, now).await
+    }
+
+    async fn claim_job(&self, claim: &Claim) -> Result<Option<JobRecord>> {
+        leases::claim_job(self, claim).await
+    }
+    async fn heartbeat(&self, lease_id: &str, expires_at: i64) -> Result<JobRecord> {
+        leases::heartbeat(self, lease_id, expires_at).await
+    }
+    async fn set_progress(&self, lease_id: &str, state: JobState, now: i64) -> Result<JobRecord> {
+        leases::set_progress(self, lease_id, state, now).await
+    }
+    async fn finish_job(&self, lease_id: &str, finish: &FinishJob) -> Result<JobRecord> {
+        leases::finish_job(self, lease_id, finish).await
+    }
+    async fn expire_leases(&self, now: i64) -> Result<Vec<JobRecord>> {
+        leases::expire_leases(self, now).await
+    }
+
+    async fn append_logs(&self, lease_id: &str, lines: &[LogLine]) -> Result<JobId> {
+        logs::append_logs(self, lease_id, lines).await
+    }
+    async fn read_logs(&self, job: JobId, from: u64, limit: u32) -> Result<Vec<LogLine>> {
+        logs::read_logs(self, job, from, limit).await
+    }
+}

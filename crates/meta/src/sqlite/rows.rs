@@ -1,0 +1,106 @@
+//! Turning rows into records, and the column lists they are read from.
+
+use podder_core::api::{Job, JobSpec, LogLine, Project, Stream};
+use podder_core::{JobRef, JobState, ManifestId};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{JobId, JobRecord, MetaError, Result};
+
+/// The `SELECT ... FROM` part of every job query; `WHERE` follows.
+macro_rules! job_select {
+    () => {
+        "SELECT j.id, o.name AS owner, p.name AS project, j.number, j.state, j.spec, j.message,
+                j.output, j.exit_code, j.reason, j.attempt, j.agent, j.restarted_from, j.lease_id,
+                j.lease_expires_at, j.stop_requested, j.created_at, j.started_at, j.finished_at
+         FROM jobs j JOIN projects p ON p.id = j.project_id JOIN owners o ON o.id = p.owner_id "
+    };
+}
+pub(super) use job_select;
+
+/// The `SELECT ... FROM` part of every project query; `WHERE` follows.
+macro_rules! project_select {
+    () => {
+        "SELECT o.name AS owner, p.name, p.description, p.created_at, p.last_job
+         FROM projects p JOIN owners o ON o.id = p.owner_id "
+    };
+}
+pub(super) use project_select;
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
+    MetaError::Internal(format!("stored {what} is unreadable: {e}"))
+}
+
+pub(super) fn job(row: &SqliteRow) -> Result<JobRecord> {
+    let owner: String = row.try_get("owner")?;
+    let project: String = row.try_get("project")?;
+    let state: String = row.try_get("state")?;
+    let spec: String = row.try_get("spec")?;
+    let output: Option<String> = row.try_get("output")?;
+    let restarted_from: Option<String> = row.try_get("restarted_from")?;
+    let job = Job {
+        job_ref: JobRef {
+            owner: Some(owner.parse().map_err(|e| corrupt("owner name", e))?),
+            project: project.parse().map_err(|e| corrupt("project name", e))?,
+            number: row.try_get::<i64, _>("number")? as u64,
+        },
+        state: state.parse::<JobState>().map_err(|e| corrupt("job state", e))?,
+        spec: serde_json::from_str::<JobSpec>(&spec)?,
+        message: row.try_get("message")?,
+        output: output.map(|o| o.parse::<ManifestId>()).transpose().map_err(|e| corrupt("output id", e))?,
+        exit_code: row.try_get("exit_code")?,
+        reason: row.try_get("reason")?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        agent: row.try_get("agent")?,
+        restarted_from: restarted_from
+            .map(|r| r.parse::<JobRef>())
+            .transpose()
+            .map_err(|e| corrupt("job reference", e))?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    };
+    Ok(JobRecord {
+        id: JobId(row.try_get("id")?),
+        job,
+        lease_id: row.try_get("lease_id")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        stop_requested: row.try_get("stop_requested")?,
+    })
+}
+
+pub(super) fn project(row: &SqliteRow) -> Result<Project> {
+    let owner: String = row.try_get("owner")?;
+    let name: String = row.try_get("name")?;
+    Ok(Project {
+        owner: owner.parse().map_err(|e| corrupt("owner name", e))?,
+        name: name.parse().map_err(|e| corrupt("project name", e))?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        jobs: row.try_get::<i64, _>("last_job")? as u64,
+    })
+}
+
+pub(super) fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::System => "system",
+    }
+}
+
+pub(super) fn log_line(row: &SqliteRow) -> Result<LogLine> {
+    let stream: String = row.try_get("stream")?;
+    let stream = match stream.as_str() {
+        "stdout" => Stream::Stdout,
+        "stderr" => Stream::Stderr,
+        "system" => Stream::System,
+        other => return Err(corrupt("log stream", other)),
+    };
+    Ok(LogLine {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        ts: row.try_get("ts")?,
+        stream,
+        text: row.try_get("text")?,
+    })
+}

@@ -1,0 +1,90 @@
+//! Records the metadata store reads and writes, beyond the wire types of
+//! `podder_core::api` that it returns where they fit.
+
+use std::fmt;
+
+use podder_core::api::{Job, JobSpec};
+use podder_core::{JobRef, ManifestId, Name, Outcome};
+
+/// An owner (a user or a team) as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub name: Name,
+    pub admin: bool,
+}
+
+/// The BLAKE3 hash of an API token: the only form in which a token is stored.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(blake3::hash(token.as_bytes()).to_hex().to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", &self.0[..8])
+    }
+}
+
+/// The store's internal id of a job: stable, cheap to look up, never shown
+/// to users (they see `owner/project#number`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+/// A job with the scheduling fields that the wire type does not show.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub job: Job,
+    /// The lease an agent holds on the job, while it is leased (kept after a
+    /// normal finish so that a resent finish is answered the same way).
+    pub lease_id: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub stop_requested: bool,
+}
+
+impl JobRecord {
+    /// True while `lease_id` is the live lease of this job.
+    pub fn holds_lease(&self, lease_id: &str) -> bool {
+        self.job.state.is_leased() && self.lease_id.as_deref() == Some(lease_id)
+    }
+}
+
+/// A job to create; its number is allocated by the store.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub owner: Name,
+    pub project: Name,
+    pub spec: JobSpec,
+    pub message: Option<String>,
+    pub restarted_from: Option<JobRef>,
+    pub now: i64,
+}
+
+/// An agent's claim on the oldest queued job of a queue.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub queue: String,
+    pub agent: String,
+    /// A fresh random id; every later agent call names it.
+    pub lease_id: String,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+/// How an agent ended a job.
+#[derive(Clone, Debug)]
+pub struct FinishJob {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    /// Must already be committed in the object store (the server checks).
+    pub output: Option<ManifestId>,
+    pub reason: Option<String>,
+    pub now: i64,
+}

@@ -1,0 +1,165 @@
+//! `/agent/*`: the routes agents use. An agent long-polls for a lease, then
+//! reports progress, heartbeats (learning of stop requests at once), uploads
+//! log lines and finishes the job, always naming its lease.
+//!
+//! Any valid token may act as an agent for now; the agent's name is recorded.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::HOST;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use podder_core::JobState;
+use podder_core::api::{Finish, HeartbeatReply, Job, Lease, LeaseRequest, LogUpload, StateUpdate};
+use podder_meta::{Claim, FinishJob, MetaError};
+use serde::Deserialize;
+
+use crate::auth::{Caller, random_hex};
+use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::jobs::check_queue;
+use crate::state::{AppState, now_ms};
+use crate::wait::wait_for;
+
+/// The longest an agent waits for work in one request.
+const LEASE_WAIT_MAX_MS: u64 = 60_000;
+/// Log batches may be large; the agent should send them more often instead.
+const LOG_LIMIT: usize = 32 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/agent/lease", post(lease))
+        .route("/agent/leases/{lease_id}/state", post(progress))
+        .route("/agent/leases/{lease_id}/heartbeat", post(heartbeat))
+        .route("/agent/leases/{lease_id}/logs", post(logs).layer(DefaultBodyLimit::max(LOG_LIMIT)))
+        .route("/agent/leases/{lease_id}/finish", post(finish))
+}
+
+fn check_agent(name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("the agent name must be 1 to 128 printable characters, e.g. gpu-box-1"));
+    }
+    Ok(())
+}
+
+/// Where the job's tools reach the server: the configured public URL, else
+/// the address the agent itself used.
+fn server_url(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    state.config.public_url.clone().or_else(|| {
+        let host = headers.get(HOST)?.to_str().ok()?;
+        Some(format!("http://{host}"))
+    })
+}
+
+async fn lease(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    Json(req): Json<LeaseRequest>,
+) -> ApiResult<Response> {
+    check_agent(&req.agent)?;
+    check_queue(&req.queue)?;
+    let notify = state.queues.subscribe(&req.queue);
+    let deadline = state.deadline(req.wait_ms, LEASE_WAIT_MAX_MS);
+    let lease_ms = state.config.lease_ms;
+    let claimed = wait_for(&notify, deadline, &state.shutdown_signal(), || async {
+        let now = now_ms();
+        let claim = Claim {
+            queue: req.queue.clone(),
+            agent: req.agent.clone(),
+            lease_id: random_hex::<16>().map_err(|e| ApiError::internal(e.to_string()))?,
+            now,
+            expires_at: now + lease_ms as i64,
+        };
+        Ok::<_, ApiError>(state.meta.claim_job(&claim).await?.map(|rec| (claim.lease_id, rec)))
+    })
+    .await?;
+    let Some((lease_id, rec)) = claimed else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    state.job_changed(&rec);
+    tracing::info!(job = %rec.job.job_ref, agent = %req.agent, "job leased");
+    let lease = Lease { lease_id, job: rec.job, lease_ms, server_url: server_url(&state, &headers) };
+    Ok(Json(lease).into_response())
+}
+
+async fn progress(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(lease_id): Path<String>,
+    Json(update): Json<StateUpdate>,
+) -> ApiResult<StatusCode> {
+    let rec = state.meta.set_progress(&lease_id, update.state, now_ms()).await?;
+    state.job_changed(&rec);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct HeartbeatQuery {
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(lease_id): Path<String>,
+    Query(q): Query<HeartbeatQuery>,
+) -> ApiResult<Json<HeartbeatReply>> {
+    let lease_ms = state.config.lease_ms;
+    let rec = state.meta.heartbeat(&lease_id, now_ms() + lease_ms as i64).await?;
+    if rec.stop_requested {
+        return Ok(Json(HeartbeatReply { stop: true }));
+    }
+    // Waiting at most a third of the lease leaves time for the next beat.
+    let notify = state.job_control.subscribe(&rec.id);
+    let deadline = state.deadline(q.wait_ms, lease_ms / 3);
+    let stop = wait_for(&notify, deadline, &state.shutdown_signal(), || async {
+        let now = state.meta.get_job_by_id(rec.id).await?;
+        if !now.holds_lease(&lease_id) {
+            return Err(ApiError::from(MetaError::lease_gone(&lease_id)));
+        }
+        Ok(now.stop_requested.then_some(true))
+    })
+    .await?;
+    Ok(Json(HeartbeatReply { stop: stop.unwrap_or(false) }))
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(lease_id): Path<String>,
+    Json(upload): Json<LogUpload>,
+) -> ApiResult<StatusCode> {
+    let id = state.meta.append_logs(&lease_id, &upload.lines).await?;
+    state.job_events.wake(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn finish(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(lease_id): Path<String>,
+    Json(req): Json<Finish>,
+) -> ApiResult<Json<Job>> {
+    if let Some(out) = req.output
+        && !state.store.has_manifest(out).await?
+    {
+        return Err(ApiError::invalid(format!(
+            "the output manifest {out} is not committed: upload its chunks and commit it, then finish again"
+        )));
+    }
+    let finish = FinishJob {
+        outcome: req.outcome,
+        exit_code: req.exit_code,
+        output: req.output,
+        reason: req.reason,
+        now: now_ms(),
+    };
+    let rec = state.meta.finish_job(&lease_id, &finish).await?;
+    state.job_changed(&rec);
+    if rec.job.state != JobState::Succeeded {
+        tracing::info!(job = %rec.job.job_ref, state = %rec.job.state, "job ended");
+    }
+    Ok(Json(rec.job))
+}

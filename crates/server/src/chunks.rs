@@ -1,0 +1,129 @@
+//! `/chunks`: which chunks the store lacks, streamed uploads of framed
+//! chunks, and streamed fetches.
+//!
+//! Bodies are read and written frame by frame (see
+//! `podder_core::api::frames`), never buffered whole.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use podder_core::ChunkId;
+use podder_core::api::{ChunkList, ChunksStored, frames};
+use podder_store::BlobStore;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::io::StreamReader;
+
+use crate::error::{ApiError, ApiResult, Json};
+use crate::state::AppState;
+
+/// Chunk lists are 64 hex digits per id; this allows about a million.
+const LIST_LIMIT: usize = 80 * 1024 * 1024;
+/// How many store look-ups run at once when checking a list.
+const PARALLEL: usize = 16;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/chunks", post(upload))
+        .route("/chunks/missing", post(missing).layer(DefaultBodyLimit::max(LIST_LIMIT)))
+        .route("/chunks/fetch", post(fetch).layer(DefaultBodyLimit::max(LIST_LIMIT)))
+}
+
+/// The ids among `ids` that the store lacks, in their order.
+pub async fn absent(store: &Arc<dyn BlobStore>, ids: impl IntoIterator<Item = ChunkId>) -> ApiResult<Vec<ChunkId>> {
+    let found: Vec<(ChunkId, bool)> = stream::iter(ids)
+        .map(|id| async move { store.has_chunk(id).await.map(|has| (id, has)) })
+        .buffered(PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().filter(|(_, has)| !has).map(|(id, _)| id).collect())
+}
+
+async fn missing(State(state): State<AppState>, Json(list): Json<ChunkList>) -> ApiResult<Json<ChunkList>> {
+    Ok(Json(ChunkList { chunks: absent(&state.store, list.chunks).await? }))
+}
+
+/// Reads `buf.len()` bytes unless the stream ends first; returns how many.
+async fn read_full(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn body_error(e: io::Error) -> ApiError {
+    ApiError::invalid(format!("the upload could not be read: {e}; send it again"))
+}
+
+async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<ChunksStored>> {
+    let stream = body.into_data_stream().map_err(io::Error::other);
+    let mut reader = StreamReader::new(stream);
+    let mut out = ChunksStored { received: 0, stored: 0, bytes: 0 };
+    loop {
+        let mut header = [0u8; frames::HEADER];
+        match read_full(&mut reader, &mut header).await.map_err(body_error)? {
+            0 => break,
+            frames::HEADER => {}
+            _ => {
+                return Err(ApiError::invalid("the upload ended inside a frame header: send it again"));
+            }
+        }
+        let (id, len) = frames::parse_header(&header);
+        if len > frames::MAX_CHUNK {
+            return Err(ApiError::invalid(format!(
+                "chunk {id} is {len} bytes, more than the limit of {} bytes: cut files into smaller chunks",
+                frames::MAX_CHUNK
+            )));
+        }
+        let mut data = vec![0u8; len];
+        if read_full(&mut reader, &mut data).await.map_err(body_error)? < len {
+            return Err(ApiError::invalid(format!("the upload ended inside chunk {id}: send it again")));
+        }
+        state.counters.chunks_received.fetch_add(1, Ordering::Relaxed);
+        state.counters.chunk_bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+        let actual = ChunkId::of(&data);
+        if actual != id {
+            return Err(ApiError::invalid(format!(
+                "chunk {id} does not match its bytes (they hash to {actual}): the upload was corrupted, send it again"
+            )));
+        }
+        out.received += 1;
+        out.bytes += len as u64;
+        if state.store.put_chunk(id, Bytes::from(data)).await? {
+            out.stored += 1;
+            state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn fetch(State(state): State<AppState>, Json(list): Json<ChunkList>) -> ApiResult<Response> {
+    if let Some(id) = absent(&state.store, list.chunks.iter().copied()).await?.first() {
+        return Err(ApiError::not_found(format!("chunk {id} is not stored on this server: upload it first")));
+    }
+    let store = state.store.clone();
+    // Each chunk becomes two body parts, its header and its bytes.
+    let parts = stream::iter(list.chunks)
+        .then(move |id| {
+            let store = store.clone();
+            async move {
+                let data = store.get_chunk(id).await.map_err(io::Error::other)?;
+                let header = Bytes::copy_from_slice(&frames::header(&id, data.len()));
+                Ok::<_, io::Error>(stream::iter([Ok::<_, io::Error>(header), Ok(data)]))
+            }
+        })
+        .try_flatten();
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], Body::from_stream(parts)).into_response())
+}

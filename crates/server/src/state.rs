@@ -1,0 +1,101 @@
+//! The state every handler shares: the metadata and object stores, the
+//! configuration, the waiters of long-polls, and the counters of
+//! `/admin/stats`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use podder_core::api::Stats;
+use podder_meta::{JobId, JobRecord, MetaStore};
+use podder_store::BlobStore;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::ServerConfig;
+use crate::wait::Waiters;
+
+/// A cheap handle to the shared state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub meta: Arc<dyn MetaStore>,
+    pub store: Arc<dyn BlobStore>,
+    pub config: ServerConfig,
+    pub counters: Counters,
+    /// Agents long-polling for work, by queue.
+    pub queues: Waiters<String>,
+    /// Log followers, by job: woken by new lines and state changes.
+    pub job_events: Waiters<JobId>,
+    /// Heartbeats waiting for a stop request, by job: woken by state changes.
+    pub job_control: Waiters<JobId>,
+    /// Becomes true when the server shuts down; long-polls then answer at once.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(meta: Arc<dyn MetaStore>, store: Arc<dyn BlobStore>, config: ServerConfig) -> AppState {
+        AppState(Arc::new(Inner {
+            meta,
+            store,
+            config,
+            counters: Counters::default(),
+            queues: Waiters::new(),
+            job_events: Waiters::new(),
+            job_control: Waiters::new(),
+            shutdown: watch::channel(false).0,
+        }))
+    }
+}
+
+impl Inner {
+    /// A job changed state (or got a stop request): wake whoever watches it,
+    /// and the agents of its queue when it is queued again.
+    pub fn job_changed(&self, rec: &JobRecord) {
+        self.job_events.wake(&rec.id);
+        self.job_control.wake(&rec.id);
+        if rec.job.state == podder_core::JobState::Queued {
+            self.queues.wake(&rec.job.spec.queue);
+        }
+    }
+
+    /// The instant a long-poll of `wait_ms` (capped at `cap_ms`) ends.
+    pub fn deadline(&self, wait_ms: u64, cap_ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(wait_ms.min(cap_ms))
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Counters of this server process, for `/admin/stats`.
+#[derive(Default)]
+pub struct Counters {
+    pub chunks_received: AtomicU64,
+    pub chunk_bytes_received: AtomicU64,
+    pub chunks_stored: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            chunks_received: self.chunks_received.load(Ordering::Relaxed),
+            chunk_bytes_received: self.chunk_bytes_received.load(Ordering::Relaxed),
+            chunks_stored: self.chunks_stored.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,157 @@
+//! A real server on a temp dir and a loopback port, and helpers that drive
+//! it over HTTP the way the client and the agent do.
+#![allow(dead_code)]
+
+use podder_core::api::{ErrorBody, Lease, LeaseRequest, ManifestCommitted, SubmitJob, frames};
+use podder_core::{ChunkId, Entry, EntryKind, Manifest, ManifestId};
+use podder_server::{Server, ServerConfig};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with_lease_ms(30_000).await
+    }
+
+    pub async fn with_lease_ms(lease_ms: u64) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path());
+        config.lease_ms = lease_ms;
+        let server = Server::open(config).await.unwrap();
+        let admin = server.ensure_admin("admin").await.unwrap().expect("first start makes an admin");
+        assert!(server.ensure_admin("admin").await.unwrap().is_none(), "only the first start does");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        TestServer { server, base, admin, client, stop: Some(stop), task: Some(task), _dir: dir }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// A token of a new (or existing) non-admin owner.
+    pub async fn token(&self, owner: &str) -> String {
+        self.server.create_token(owner, false).await.unwrap()
+    }
+
+    pub fn req(&self, method: Method, token: &str, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}/api/v1{path}", self.base)).bearer_auth(token)
+    }
+    pub fn get(&self, token: &str, path: &str) -> RequestBuilder {
+        self.req(Method::GET, token, path)
+    }
+    pub fn post(&self, token: &str, path: &str) -> RequestBuilder {
+        self.req(Method::POST, token, path)
+    }
+
+    pub async fn create_project(&self, token: &str, name: &str) {
+        let r = self.post(token, "/projects").json(&serde_json::json!({ "name": name })).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    /// Uploads chunks as one framed body; returns their ids.
+    pub async fn upload(&self, token: &str, chunks: &[&[u8]]) -> Vec<ChunkId> {
+        let mut body = Vec::new();
+        let mut ids = Vec::new();
+        for data in chunks {
+            let id = ChunkId::of(data);
+            body.extend_from_slice(&frames::header(&id, data.len()));
+            body.extend_from_slice(data);
+            ids.push(id);
+        }
+        let r = self.post(token, "/chunks").body(body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        ids
+    }
+
+    /// Uploads files (path, bytes; one chunk each) and commits their tree.
+    pub async fn commit_tree(&self, token: &str, files: &[(&str, &[u8])]) -> ManifestId {
+        let datas: Vec<&[u8]> = files.iter().map(|f| f.1).collect();
+        let ids = self.upload(token, &datas).await;
+        let mut entries = Vec::new();
+        for ((path, data), id) in files.iter().zip(ids) {
+            if let Some((dir, _)) = path.rsplit_once('/')
+                && !entries.iter().any(|e: &Entry| e.path == dir)
+            {
+                entries.push(Entry { path: dir.into(), kind: EntryKind::Dir { mode: 0o755 } });
+            }
+            let kind = EntryKind::File { mode: 0o644, size: data.len() as u64, chunks: vec![id] };
+            entries.push(Entry { path: path.to_string(), kind });
+        }
+        let manifest = Manifest::new(entries);
+        let r = self.post(token, "/manifests").json(&manifest).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        let committed: ManifestCommitted = r.json().await.unwrap();
+        assert_eq!(committed.id, manifest.id());
+        committed.id
+    }
+
+    pub async fn code(&self, token: &str) -> ManifestId {
+        self.commit_tree(token, &[("train.py", b"print('hello')\n")]).await
+    }
+
+    pub async fn submit(&self, token: &str, owner: &str, project: &str, job: &SubmitJob) -> Response {
+        self.post(token, &format!("/projects/{owner}/{project}/jobs")).json(job).send().await.unwrap()
+    }
+
+    /// Asks for work on a queue; `None` when none came within `wait_ms`.
+    pub async fn lease(&self, token: &str, queue: &str, wait_ms: u64) -> Option<Lease> {
+        let req = LeaseRequest { agent: "test-agent".into(), queue: queue.into(), wait_ms };
+        let r = self.post(token, "/agent/lease").json(&req).send().await.unwrap();
+        match r.status() {
+            StatusCode::NO_CONTENT => None,
+            StatusCode::OK => Some(r.json().await.unwrap()),
+            s => panic!("lease answered {s}: {}", r.text().await.unwrap()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A submit request with a command and code, the rest defaulted.
+pub fn job(code: ManifestId) -> SubmitJob {
+    SubmitJob { code: Some(code), command: vec!["python".into(), "train.py".into()], ..SubmitJob::default() }
+}
+
+/// The status and error body of a failed response.
+pub async fn error(r: Response) -> (StatusCode, ErrorBody) {
+    let status = r.status();
+    let body: ErrorBody = r.json().await.expect("errors have a JSON body");
+    (status, body)
+}
+
+/// Asserts a 400 whose message contains `needle`.
+pub async fn assert_invalid(r: Response, needle: &str) {
+    let (status, body) = error(r).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", body.error);
+    assert_eq!(body.kind, "invalid");
+    assert!(body.error.contains(needle), "'{}' does not mention '{needle}'", body.error);
+}

@@ -1,0 +1,268 @@
+//! [`LocalStore`]: a [`BlobStore`] kept as plain files under one directory.
+//!
+//! Layout under the root:
+//!
+//! - `chunks/ab/<hex>`: a chunk, zstd-compressed, named by the BLAKE3 hex
+//!   digest of its uncompressed bytes (`ab` = the first two hex digits);
+//! - `manifests/ab/<hex>`: a manifest's canonical JSON bytes, as sent;
+//! - `tmp/`: files being written. Every write goes to a fresh file here and
+//!   is then renamed into place, so a reader never sees a partial object; a
+//!   failed write (disk full, ...) removes its temp file.
+//!
+//! Reads check the bytes against their id, so a damaged file is reported as
+//! [`StoreError::Corrupt`] instead of being served. By default each write is
+//! flushed to disk (file data, then the directory) before it returns;
+//! [`LocalStore::with_fsync`] turns that off for caches that can refetch.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use podder_core::{ChunkId, ManifestId};
+
+use crate::blob::{BlobStore, StoreError, check_chunk, check_manifest};
+use crate::{at, blocking};
+
+/// zstd level for chunks: fast, and still good on text and code.
+const ZSTD_LEVEL: i32 = 1;
+/// Temp files older than this are leftovers of a crash and removed on open.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+struct Dirs {
+    root: PathBuf,
+    chunks: PathBuf,
+    manifests: PathBuf,
+    tmp: PathBuf,
+}
+
+/// A content-addressed store in a local directory. Cheap to clone; clones
+/// share the directory. Several processes may share one root.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    dirs: Arc<Dirs>,
+    fsync: bool,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) a store rooted at `root`, and removes
+    /// temp files left by writers that died more than an hour ago.
+    pub fn open(root: impl AsRef<Path>) -> Result<LocalStore, StoreError> {
+        let root = root.as_ref().to_path_buf();
+        let dirs = Dirs { chunks: root.join("chunks"), manifests: root.join("manifests"), tmp: root.join("tmp"), root };
+        for d in [&dirs.chunks, &dirs.manifests, &dirs.tmp] {
+            fs::create_dir_all(d).map_err(|e| at(d, e))?;
+        }
+        remove_stale_tmp(&dirs.tmp);
+        Ok(LocalStore { dirs: Arc::new(dirs), fsync: true })
+    }
+
+    /// Whether writes are flushed to disk before they return (default on).
+    /// Turn it off only where losing recent writes in a crash is harmless.
+    pub fn with_fsync(mut self, on: bool) -> LocalStore {
+        self.fsync = on;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.dirs.root
+    }
+
+    fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        shard_path(&self.dirs.chunks, &id.to_hex())
+    }
+
+    fn manifest_path(&self, id: &ManifestId) -> PathBuf {
+        shard_path(&self.dirs.manifests, &id.to_hex())
+    }
+
+    /// [`BlobStore::put_chunk`] for blocking threads: checks the hash,
+    /// compresses and writes atomically. False when the chunk was present.
+    pub fn put_chunk_sync(&self, id: ChunkId, data: &[u8]) -> Result<bool, StoreError> {
+        check_chunk(id, data)?;
+        let path = self.chunk_path(&id);
+        if exists(&path)? {
+            return Ok(false);
+        }
+        let compressed = zstd::bulk::compress(data, ZSTD_LEVEL)?;
+        self.write_atomic(&path, &compressed)?;
+        Ok(true)
+    }
+
+    /// [`BlobStore::get_chunk`] for blocking threads: the uncompressed bytes,
+    /// checked against `id`.
+    pub fn get_chunk_sync(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
+        let path = self.chunk_path(&id);
+        let raw = read_object(&path, || format!("chunk {id}"))?;
+        let data = zstd::stream::decode_all(&raw[..]).map_err(|e| {
+            let msg = format!("chunk {id} at {} is damaged and cannot be decompressed: {e}", path.display());
+            io::Error::new(io::ErrorKind::InvalidData, msg)
+        })?;
+        check_chunk(id, &data)?;
+        Ok(data)
+    }
+
+    /// [`BlobStore::has_chunk`] for blocking threads.
+    pub fn has_chunk_sync(&self, id: ChunkId) -> Result<bool, StoreError> {
+        exists(&self.chunk_path(&id))
+    }
+
+    fn delete_chunk_sync(&self, id: ChunkId) -> Result<(), StoreError> {
+        let path = self.chunk_path(&id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&path, e).into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn list_chunks_sync(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut out = Vec::new();
+        for shard in read_dir(&self.dirs.chunks)? {
+            if !shard.is_dir() {
+                continue;
+            }
+            for file in read_dir(&shard)? {
+                // Anything not named by a digest is not a chunk (e.g. a stray file).
+                if let Some(id) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
+                    out.push(id);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn put_manifest_sync(&self, id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
+        check_manifest(id, bytes)?;
+        let path = self.manifest_path(&id);
+        if !exists(&path)? {
+            self.write_atomic(&path, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn get_manifest_sync(&self, id: ManifestId) -> Result<Vec<u8>, StoreError> {
+        let bytes = read_object(&self.manifest_path(&id), || format!("manifest {id}"))?;
+        check_manifest(id, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Writes `bytes` to a fresh temp file and renames it to `dest`. On any
+    /// error the temp file is removed and `dest` is untouched.
+    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let salt = getrandom::u64().unwrap_or(0);
+        let tmp = TmpFile(self.dirs.tmp.join(format!("{}.{n}.{salt:016x}", std::process::id())));
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp.0).map_err(|e| at(&tmp.0, e))?;
+        f.write_all(bytes).map_err(|e| at(&tmp.0, e))?;
+        if self.fsync {
+            f.sync_data().map_err(|e| at(&tmp.0, e))?;
+        }
+        drop(f);
+        let parent = dest.parent().expect("objects live in a shard directory");
+        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
+        fs::rename(&tmp.0, dest).map_err(|e| at(dest, e))?;
+        std::mem::forget(tmp);
+        if self.fsync {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A temp file that is removed when dropped (i.e. unless the write succeeded
+/// and it was renamed away and forgotten).
+struct TmpFile(PathBuf);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn shard_path(base: &Path, hex: &str) -> PathBuf {
+    base.join(&hex[..2]).join(hex)
+}
+
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(at(path, e).into()),
+    }
+}
+
+fn read_object(path: &Path, what: impl FnOnce() -> String) -> Result<Vec<u8>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(what())),
+        Err(e) => Err(at(path, e).into()),
+    }
+}
+
+fn read_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| at(dir, e))? {
+        out.push(entry.map_err(|e| at(dir, e))?.path());
+    }
+    Ok(out)
+}
+
+fn remove_stale_tmp(tmp: &Path) {
+    let Ok(entries) = read_dir(tmp) else { return };
+    let now = SystemTime::now();
+    for path in entries {
+        let old = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TMP);
+        if old {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalStore {
+    async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError> {
+        let s = self.clone();
+        blocking(move || s.put_chunk_sync(id, &data)).await
+    }
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
+        let s = self.clone();
+        blocking(move || s.get_chunk_sync(id).map(Bytes::from)).await
+    }
+    async fn has_chunk(&self, id: ChunkId) -> Result<bool, StoreError> {
+        let s = self.clone();
+        blocking(move || s.has_chunk_sync(id)).await
+    }
+    async fn delete_chunk(&self, id: ChunkId) -> Result<(), StoreError> {
+        let s = self.clone();
+        blocking(move || s.delete_chunk_sync(id)).await
+    }
+    async fn list_chunks(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let s = self.clone();
+        blocking(move || s.list_chunks_sync()).await
+    }
+    async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError> {
+        let s = self.clone();
+        blocking(move || s.put_manifest_sync(id, &bytes)).await
+    }
+    async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError> {
+        let s = self.clone();
+        blocking(move || s.get_manifest_sync(id).map(Bytes::from)).await
+    }
+    async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError> {
+        let s = self.clone();
+        blocking(move || exists(&s.manifest_path(&id))).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
