@@ -28,7 +28,7 @@ fn bad_run_input_is_refused_and_creates_nothing() {
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = stderr(&out);
         assert!(err.to_lowercase().contains(&needle.to_lowercase()), "{args:?}: '{err}' lacks '{needle}'");
-        assert!(err.starts_with("error:"), "{args:?}: {err}");
+        assert!(err.lines().last().unwrap_or("").starts_with("error:"), "{args:?}: {err}");
     }
     let list: serde_json::Value = serde_json::from_str(&c.ok(&dir, &["status", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 0, "a refused run created a job");

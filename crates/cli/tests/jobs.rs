@@ -146,7 +146,7 @@ fn restart_clone_output_and_mounting_outputs() {
     assert_eq!(j1["spec"], j2["spec"]);
 
     // a job mounting the first job's output reads it and cannot write it
-    let check = "cmp /prev/sub/blob.bin blob.bin && echo same; if touch /prev/x 2>/dev/null; then echo WROTE; else echo readonly; fi; ls /data/pipe-1/sub";
+    let check = "cmp /prev/sub/blob.bin blob.bin && echo same; if touch /prev/x 2>/dev/null; then echo WROTE; else echo readonly; fi; ls /data/pipe-2/sub";
     let out = c.ok(
         &dir,
         &["run", "--follow", "--data", "pipe#1:/prev", "--data", "pipe#2", "--", &format!("sh -c '{check}'")],
