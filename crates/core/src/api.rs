@@ -153,7 +153,7 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// `GET .../logs?after=SEQ&wait_ms=N`: lines after `after`; `done` once the
+/// `GET .../logs?from=SEQ&wait_ms=N`: lines from `from` on; `done` once the
 /// job has ended and every line was returned.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LogBatch {
@@ -235,4 +235,76 @@ pub mod frames {
         let len = u32::from_be_bytes([h[32], h[33], h[34], h[35]]) as usize;
         (crate::ChunkId(crate::Digest(id)), len)
     }
+}
+
+/// `POST /datasets`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateDataset {
+    pub name: Name,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dataset {
+    pub owner: Name,
+    pub name: Name,
+    pub description: String,
+    pub created_at: i64,
+    /// How many versions exist now (deleted ones are not counted).
+    pub versions: u32,
+    /// The newest version's number, if any.
+    pub latest: Option<u32>,
+    /// Bytes of the newest version.
+    pub bytes: u64,
+}
+
+/// One immutable version of a dataset: a committed manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatasetVersion {
+    pub owner: Name,
+    pub dataset: Name,
+    pub version: u32,
+    pub manifest: ManifestId,
+    pub files: u64,
+    pub bytes: u64,
+    pub message: Option<String>,
+    /// Where it came from when not uploaded: e.g. `alice/mnist#12`.
+    pub source: Option<String>,
+    pub created_at: i64,
+}
+
+/// `POST /datasets/{owner}/{name}/versions`: the manifest must be committed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateVersion {
+    pub manifest: ManifestId,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /datasets/{owner}/{name}/from-output`: a job's output becomes a new
+/// version without moving a byte.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FromOutput {
+    pub job: JobRef,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /admin/gc`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GcRequest {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub manifests_freed: u64,
+    pub chunks_freed: u64,
+    pub bytes_freed: u64,
+    pub chunks_kept: u64,
+    /// The freed chunk ids (at most the first 1000), for the record.
+    pub freed: Vec<ChunkId>,
 }
