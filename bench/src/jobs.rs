@@ -45,7 +45,7 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let server =
-        Server::open(ServerConfig { data_dir: data.clone(), lease_ms: 30_000, public_url: Some(url.clone()) }).await?;
+        Server::open(ServerConfig { public_url: Some(url.clone()), ..ServerConfig::new(data.clone()) }).await?;
     let token = server.ensure_admin("bench").await?.expect("fresh data dir");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -62,6 +62,7 @@ async fn main() -> Result<()> {
         sandbox: SandboxMode::Auto,
         stop_grace: Duration::from_secs(5),
         lease_wait_ms: 30_000,
+        cache_bytes: None,
     };
     let client = Client::new(&url, &token)?;
     let agent = tokio::spawn(podder_agent::run_agent(client.clone(), agent_cfg, stop(rx)));

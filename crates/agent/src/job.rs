@@ -111,11 +111,12 @@ async fn drive(
         Err(e) => tracing::warn!(lease = %id, "cannot report the job as preparing: {e}"),
         Ok(()) => {}
     }
-    let inputs = tokio::select! {
+    let prepared = tokio::select! {
         r = prepare_retrying(shared, lease, dirs, log) => r,
         c = changed(&mut ctl) => return ended_early(c),
     };
-    let plan = match inputs.and_then(|inputs| plan(shared, lease, dirs, inputs)) {
+    // The pins keep the job's input trees in the cache until it ends.
+    let (plan, _pins) = match prepared.and_then(|p| Ok((plan(shared, lease, dirs, p.inputs)?, p.pins))) {
         Ok(p) => p,
         Err(e) => {
             log.system(format!("error: the job could not be prepared: {e:#}")).await;

@@ -3,10 +3,11 @@
 //!
 //! [`run_agent`] owns the agent's slots: each free slot long-polls the
 //! server for a lease, and runs what it gets to its end (module `job`),
-//! through the work directory's caches (module `prepare`), the executor
-//! ([`executor`]) and the sandbox ([`sandbox`]). The agent talks to the
-//! server only through [`podder_client::Client`].
+//! through the work directory's caches (modules `prepare` and `cache`),
+//! the executor ([`executor`]) and the sandbox ([`sandbox`]). The agent
+//! talks to the server only through [`podder_client::Client`].
 
+mod cache;
 pub mod executor;
 mod heartbeat;
 mod job;
@@ -26,6 +27,7 @@ use podder_client::Client;
 use podder_core::api::LeaseRequest;
 use tokio::sync::watch;
 
+pub use cache::{DEFAULT_CACHE_MAX, default_cache_bytes};
 pub use executor::{Ending, ExitStatusInfo, JobPlan, Running, spawn};
 pub use logs::LogSink;
 pub use sandbox::Sandbox;
@@ -60,11 +62,18 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     /// How long one lease request waits on the server for work.
     pub lease_wait_ms: u64,
+    /// The most bytes the cache in the work directory may hold: the
+    /// materialized input trees and the chunk cache together, evicted least
+    /// recently used first. Trees that jobs are using are never evicted, so
+    /// the cache may go over while they run. `None` (the default): the
+    /// smaller of 50 GiB and a quarter of the work directory's filesystem
+    /// ([`default_cache_bytes`]).
+    pub cache_bytes: Option<u64>,
 }
 
 impl AgentConfig {
     /// A configuration with one slot on queue `default`, sandbox `Auto`,
-    /// a 10 s stop grace and 30 s lease polls.
+    /// a 10 s stop grace, 30 s lease polls and the default cache limit.
     pub fn new(name: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentConfig {
         AgentConfig {
             name: name.into(),
@@ -75,6 +84,7 @@ impl AgentConfig {
             sandbox: SandboxMode::Auto,
             stop_grace: Duration::from_secs(10),
             lease_wait_ms: 30_000,
+            cache_bytes: None,
         }
     }
 }
@@ -105,7 +115,8 @@ pub async fn run_agent(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(config.slots > 0, "an agent needs at least one slot");
     let sandbox = Sandbox::resolve(config.sandbox).await?;
-    let workspace = prepare::Workspace::open(&config.work_dir)?;
+    let (dir, limit) = (config.work_dir.clone(), config.cache_bytes);
+    let workspace = tokio::task::spawn_blocking(move || prepare::Workspace::open(&dir, limit)).await??;
     if !sandbox.is_sandboxed() && !config.hide_paths.is_empty() {
         tracing::warn!(
             hidden = ?config.hide_paths,
@@ -113,7 +124,7 @@ pub async fn run_agent(
         );
     }
     tracing::info!(agent = %config.name, queue = %config.queue, slots = config.slots, sandbox = ?sandbox,
-        work_dir = %workspace.root().display(), server = client.base_url(), "agent started");
+        work_dir = %workspace.root().display(), cache_limit = workspace.cache_limit(), server = client.base_url(), "agent started");
     let (stop_tx, stop_rx) = watch::channel(false);
     let deadline = retry::Deadline::default();
     let grace = config.stop_grace;

@@ -3,13 +3,29 @@
 //!
 //! Layout under `work_dir`:
 //!
-//! - `cache/chunks/`: a [`LocalStore`] of every chunk fetched so far;
+//! - `cache/chunks/`: a [`LocalStore`] of the chunks of code snapshots;
 //! - `cache/trees/<manifest id>/`: an input tree, materialized once,
 //!   read-only on disk, and bound read-only into every job that mounts it;
 //!   built in `cache/trees/.tmp-*` and renamed into place, under a
 //!   per-tree lock so that concurrent jobs never build the same tree twice;
+//! - `cache/staging/`, `cache/trash/`, `cache/index.json`: see the
+//!   `cache` module, which accounts for the trees and the chunks against
+//!   the cache's limit and evicts them;
 //! - `jobs/<lease id>/{code,output}/`: one job's directories, removed when
 //!   it ends (leftovers of a crashed agent are removed at start).
+//!
+//! Every byte is kept once. A code snapshot is copied into each job (the
+//! job may write to it), so its chunks stay in the chunk cache: they are
+//! small and used again by the next job of the same code. An input tree is
+//! the cached copy of its data, so the chunks fetched to build it are
+//! staged in `cache/staging/<id>-<pid>/` and deleted once the tree is
+//! built; chunks the chunk cache already holds are read from there and not
+//! fetched again. An evicted tree is therefore fetched again in full.
+//!
+//! A job whose inputs are all cached costs, per input, one lookup in the
+//! in-memory index, one `stat` of the tree and one small index write: the
+//! manifest is not fetched and the tree is not walked. The tree is then
+//! bound read-only into the job's sandbox (one `--ro-bind`), never copied.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -17,16 +33,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
 use podder_client::Client;
 use podder_client::transfer::{NoProgress, fetch_into};
-use podder_core::{Manifest, ManifestId};
+use podder_core::{ChunkId, Manifest, ManifestId};
 use podder_store::materialize::materialize;
 use podder_store::{BlobStore, LocalStore, StoreError};
+
+use crate::cache::{Cache, TreePin, default_cache_bytes};
 
 pub(crate) struct Workspace {
     root: PathBuf,
     jobs: PathBuf,
-    trees: PathBuf,
+    cache: Cache,
     chunks: Arc<dyn BlobStore>,
     locks: Mutex<HashMap<ManifestId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -39,32 +59,35 @@ pub(crate) struct JobDirs {
 }
 
 impl Workspace {
-    /// Opens (creating) the work directory and clears what a previous agent
-    /// left half-done: job directories and unfinished trees.
-    pub(crate) fn open(work_dir: &Path) -> anyhow::Result<Workspace> {
+    /// Opens (creating) the work directory, with a cache of at most
+    /// `cache_bytes` (by default [`default_cache_bytes`]), and clears what a
+    /// previous agent left half-done: job directories, unfinished trees and
+    /// staged chunks (see [`Cache::open`]). Blocking.
+    pub(crate) fn open(work_dir: &Path, cache_bytes: Option<u64>) -> anyhow::Result<Workspace> {
         let root = std::path::absolute(work_dir)
             .with_context(|| format!("the work directory {} is not usable", work_dir.display()))?;
-        let (jobs, trees) = (root.join("jobs"), root.join("cache").join("trees"));
-        for d in [&jobs, &trees] {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        let jobs = root.join("jobs");
+        std::fs::create_dir_all(&jobs).with_context(|| format!("cannot create {}", jobs.display()))?;
+        for entry in std::fs::read_dir(&jobs)?.flatten() {
+            if let Err(e) = remove_tree(&entry.path()) {
+                tracing::warn!("cannot remove the leftover {}: {e}", entry.path().display());
+            }
         }
         let chunks = LocalStore::open(root.join("cache").join("chunks"))
             .context("cannot open the agent's chunk cache")?
             .with_fsync(false);
-        for dir in [&jobs, &trees] {
-            for entry in std::fs::read_dir(dir)?.flatten() {
-                let name = entry.file_name();
-                let leftover = dir == &jobs || name.to_string_lossy().starts_with(".tmp-");
-                if leftover && let Err(e) = remove_tree(&entry.path()) {
-                    tracing::warn!("cannot remove the leftover {}: {e}", entry.path().display());
-                }
-            }
-        }
-        Ok(Workspace { root, jobs, trees, chunks: Arc::new(chunks), locks: Mutex::new(HashMap::new()) })
+        let limit = cache_bytes.unwrap_or_else(|| default_cache_bytes(&root));
+        let cache = Cache::open(&root.join("cache"), limit).context("cannot open the agent's cache")?;
+        Ok(Workspace { root, jobs, cache, chunks: Arc::new(chunks), locks: Mutex::new(HashMap::new()) })
     }
 
     pub(crate) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The cache's limit in bytes.
+    pub(crate) fn cache_limit(&self) -> u64 {
+        self.cache.limit()
     }
 
     /// The directories of the job holding `lease_id` (not created).
@@ -75,25 +98,46 @@ impl Workspace {
         JobDirs { code: root.join("code"), output: root.join("output"), root }
     }
 
-    /// Downloads the code snapshot into `dest` (which must not exist).
+    /// Downloads the code snapshot into `dest` (which must not exist),
+    /// through the chunk cache, whose chunks it keeps.
     pub(crate) async fn materialize_code(&self, client: &Client, id: &ManifestId, dest: &Path) -> anyhow::Result<()> {
-        self.download(client, id, dest)
-            .await
-            .with_context(|| format!("cannot download the code snapshot {}", id.short()))
+        async {
+            let manifest = client.manifest(id).await?;
+            let ids: Vec<ChunkId> = manifest.chunk_ids().into_iter().collect();
+            {
+                let _in_use = self.cache.chunks_in_use().await;
+                let (c, i) = (self.cache.clone(), ids.clone());
+                let fetched = tokio::task::spawn_blocking(move || c.missing_chunks(&i)).await?;
+                self.download(client, &manifest, &self.chunks, dest).await?;
+                let c = self.cache.clone();
+                tokio::task::spawn_blocking(move || c.chunks_used(&ids, &fetched)).await?;
+            }
+            if self.cache.over_limit() {
+                self.cache.enforce_later();
+            }
+            anyhow::Ok(())
+        }
+        .await
+        .with_context(|| format!("cannot download the code snapshot {}", id.short()))
     }
 
-    /// Fetches what the chunk cache lacks of manifest `id` and writes its
-    /// tree into `dest` (which must not exist). When that fails, cached
-    /// chunks found damaged (the cache is not flushed to disk, so a crash
-    /// may damage some) are dropped and the whole is tried once more.
-    async fn download(&self, client: &Client, id: &ManifestId, dest: &Path) -> anyhow::Result<()> {
-        let manifest = client.manifest(id).await?;
+    /// Fetches what `store` lacks of `manifest` and writes its tree into
+    /// `dest` (which must not exist). When that fails, stored chunks found
+    /// damaged (the caches are not flushed to disk, so a crash may damage
+    /// some) are dropped and the whole is tried once more.
+    async fn download(
+        &self,
+        client: &Client,
+        manifest: &Manifest,
+        store: &Arc<dyn BlobStore>,
+        dest: &Path,
+    ) -> anyhow::Result<()> {
         let mut repaired = false;
         loop {
-            fetch_into(client, &manifest, &self.chunks, &NoProgress).await?;
-            match materialize(self.chunks.as_ref(), &manifest, dest).await {
+            fetch_into(client, manifest, store, &NoProgress).await?;
+            match materialize(store.as_ref(), manifest, dest).await {
                 Ok(()) => break,
-                Err(e) if !repaired && self.drop_damaged(&manifest).await > 0 => {
+                Err(e) if !repaired && drop_damaged(store.as_ref(), manifest).await > 0 => {
                     tracing::warn!("damaged chunks in the cache were dropped, fetching them again: {e}");
                     remove_tree(dest)?;
                     repaired = true;
@@ -105,56 +149,144 @@ impl Workspace {
         Ok(())
     }
 
-    /// Removes the chunks of `manifest` that the cache cannot read back
-    /// intact; returns how many.
-    async fn drop_damaged(&self, manifest: &Manifest) -> usize {
-        let mut dropped = 0;
-        for chunk in manifest.chunk_ids() {
-            let damaged = match self.chunks.get_chunk(chunk).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => false,
-                Err(StoreError::Corrupt { .. }) => true,
-                Err(StoreError::Io(e)) => e.kind() == std::io::ErrorKind::InvalidData,
-                Err(_) => false,
-            };
-            if damaged && self.chunks.delete_chunk(chunk).await.is_ok() {
-                dropped += 1;
-            }
+    /// The cached, read-only tree of manifest `id`, pinned in the cache
+    /// until the pin is dropped; built first when it is not cached (after
+    /// evicting what must go to make room for it). Returns the pin and
+    /// whether the tree was built now.
+    pub(crate) async fn tree(&self, client: &Client, id: &ManifestId) -> anyhow::Result<(TreePin, bool)> {
+        // The cached path: no lock, no manifest, no walk.
+        if let Some(pin) = self.cache.pin_ready(id) {
+            return Ok((pin, false));
         }
-        dropped
+        let lock = self.locks.lock().expect("tree lock map").entry(*id).or_default().clone();
+        let res = async {
+            let _guard = lock.lock().await;
+            if let Some(pin) = self.cache.pin_ready(id) {
+                return Ok((pin, false));
+            }
+            let bytes = self
+                .build(client, id)
+                .await
+                .with_context(|| format!("cannot prepare the input tree {}", id.short()))?;
+            Ok((self.cache.publish(id, bytes), true))
+        }
+        .await;
+        drop(lock);
+        self.locks.lock().expect("tree lock map").retain(|_, l| Arc::strong_count(l) > 1);
+        res
     }
 
-    /// The cached, read-only tree of manifest `id`, building it first when
-    /// this is its first use. Returns the path and whether it was built now.
-    pub(crate) async fn tree(&self, client: &Client, id: &ManifestId) -> anyhow::Result<(PathBuf, bool)> {
-        let dest = self.trees.join(id.to_hex());
-        let lock = self.locks.lock().expect("tree lock map").entry(*id).or_default().clone();
-        let _guard = lock.lock().await;
-        if dest.is_dir() {
-            return Ok((dest, false));
-        }
-        let tmp = self.trees.join(format!(".tmp-{}-{}", id.to_hex(), std::process::id()));
-        if tmp.exists() {
-            remove_tree(&tmp)?;
+    /// Builds the tree of `id` at its place in the cache; returns its size.
+    async fn build(&self, client: &Client, id: &ManifestId) -> anyhow::Result<u64> {
+        let (dest, tmp, staging) =
+            (self.cache.tree_path(id), self.cache.tree_tmp_path(id), self.cache.staging_path(id));
+        for leftover in [&tmp, &staging] {
+            if leftover.exists() {
+                remove_tree(leftover)?;
+            }
         }
         let built = async {
-            self.download(client, id, &tmp).await?;
+            let manifest = client.manifest(id).await?;
+            let bytes = manifest.total_size();
+            let c = self.cache.clone();
+            tokio::task::spawn_blocking(move || c.enforce(bytes)).await?;
+            let store: Arc<dyn BlobStore> =
+                Arc::new(Staged { staging: LocalStore::open(&staging)?.with_fsync(false), cache: self.chunks.clone() });
+            {
+                let _in_use = self.cache.chunks_in_use().await;
+                self.download(client, &manifest, &store, &tmp).await?;
+            }
             let t = tmp.clone();
             tokio::task::spawn_blocking(move || make_read_only(&t)).await??;
             if let Err(e) = std::fs::rename(&tmp, &dest) {
-                // Another process may have published the same tree meanwhile.
+                // A tree left there that the index does not know (it is
+                // adopted at start, so this is unlikely): keep it.
                 if !dest.is_dir() {
                     return Err(e.into());
                 }
                 remove_tree(&tmp)?;
             }
-            anyhow::Ok(())
+            anyhow::Ok(bytes)
         }
         .await;
-        if let Err(e) = built {
-            let _ = remove_tree(&tmp);
-            return Err(e.context(format!("cannot prepare the input tree {}", id.short())));
+        let s = staging.clone();
+        let staged = tokio::task::spawn_blocking(move || remove_tree(&s)).await;
+        if !matches!(staged, Ok(Ok(()))) {
+            tracing::warn!("cannot remove the staged chunks in {}", staging.display());
         }
-        Ok((dest, true))
+        if built.is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        built
+    }
+}
+
+/// Removes the chunks of `manifest` that `store` cannot read back intact;
+/// returns how many.
+async fn drop_damaged(store: &dyn BlobStore, manifest: &Manifest) -> usize {
+    let mut dropped = 0;
+    for chunk in manifest.chunk_ids() {
+        let damaged = match store.get_chunk(chunk).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => false,
+            Err(StoreError::Corrupt { .. }) => true,
+            Err(StoreError::Io(e)) => e.kind() == std::io::ErrorKind::InvalidData,
+            Err(_) => false,
+        };
+        if damaged && store.delete_chunk(chunk).await.is_ok() {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// The store a tree is built through: chunks the chunk cache holds are read
+/// from it, the others are fetched into a staging store that is deleted
+/// once the tree is built.
+struct Staged {
+    staging: LocalStore,
+    cache: Arc<dyn BlobStore>,
+}
+
+#[async_trait]
+impl BlobStore for Staged {
+    async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError> {
+        self.staging.put_chunk(id, data).await
+    }
+
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
+        match self.staging.get_chunk(id).await {
+            Err(StoreError::NotFound(_)) => self.cache.get_chunk(id).await,
+            r => r,
+        }
+    }
+
+    async fn has_chunk(&self, id: ChunkId) -> Result<bool, StoreError> {
+        Ok(self.staging.has_chunk(id).await? || self.cache.has_chunk(id).await?)
+    }
+
+    async fn delete_chunk(&self, id: ChunkId) -> Result<(), StoreError> {
+        self.staging.delete_chunk(id).await?;
+        self.cache.delete_chunk(id).await
+    }
+
+    async fn list_chunks(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let mut all = self.staging.list_chunks().await?;
+        all.extend(self.cache.list_chunks().await?);
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError> {
+        self.staging.put_manifest(id, bytes).await
+    }
+
+    async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError> {
+        self.staging.get_manifest(id).await
+    }
+
+    async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError> {
+        self.staging.has_manifest(id).await
     }
 }
 

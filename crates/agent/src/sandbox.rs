@@ -272,4 +272,35 @@ mod tests {
         assert_eq!(shell_quote("--lr=0.1"), "--lr=0.1");
         assert_eq!(shell_quote("$HOME"), "'$HOME'");
     }
+
+    /// What a cached input adds to a job's start: one read-only bind of its
+    /// tree (and one variable), nothing proportional to the tree's size.
+    #[test]
+    fn a_cached_input_is_one_read_only_bind() {
+        let work = tempfile::tempdir().unwrap();
+        let (job, tree) = (work.path().join("jobs/lease-1"), work.path().join("cache/trees/abc"));
+        for d in [job.join("code"), job.join("output"), tree.join("sub")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let bare = JobPlan {
+            script: "true".into(),
+            env: vec![],
+            code_dir: job.join("code"),
+            output_dir: job.join("output"),
+            inputs: vec![],
+            hide: vec![work.path().to_path_buf()],
+            sandbox: Sandbox::Bubblewrap("/usr/bin/bwrap".into()),
+            timeout: None,
+            stop_grace: std::time::Duration::from_secs(1),
+        };
+        let mount: MountPath = "/data/d".parse().unwrap();
+        let with_input = JobPlan { inputs: vec![(tree.clone(), mount.clone())], ..bare.clone() };
+        let (a, mut b) = (bwrap_args(&bare), bwrap_args(&with_input));
+        let bind = ["--ro-bind".to_string(), display(&tree), "/data/d".to_string()];
+        let at = b.windows(3).position(|w| w == bind).expect("the input is bound read-only");
+        b.drain(at..at + 3);
+        assert_eq!(a, b, "nothing else differs");
+        let envs = |p: &JobPlan| command(p).as_std().get_envs().count();
+        assert_eq!(envs(&with_input), envs(&bare) + 1);
+    }
 }

@@ -13,6 +13,7 @@ use podder_core::{ManifestId, MountPath, Outcome};
 use podder_store::scan::{ScanOptions, scan_tree};
 
 use crate::Shared;
+use crate::cache::TreePin;
 use crate::executor::{Ending, ExitStatusInfo, JobPlan};
 use crate::heartbeat::Control;
 use crate::logs::LogSink;
@@ -43,6 +44,13 @@ pub(crate) fn outcome_of(
     }
 }
 
+/// What preparing a job produced: its input trees and where they appear,
+/// and the pins that keep those trees in the cache until the job ends.
+pub(crate) struct Prepared {
+    pub inputs: Vec<(PathBuf, MountPath)>,
+    pub pins: Vec<TreePin>,
+}
+
 /// [`prepare`], tried again (up to three times in all) while it fails for
 /// a reason that may pass, such as the server restarting.
 pub(crate) async fn prepare_retrying(
@@ -50,7 +58,7 @@ pub(crate) async fn prepare_retrying(
     lease: &Lease,
     dirs: &JobDirs,
     log: &LogSink,
-) -> anyhow::Result<Vec<(PathBuf, MountPath)>> {
+) -> anyhow::Result<Prepared> {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -72,25 +80,21 @@ fn may_pass(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<ClientError>().is_some_and(is_transient))
 }
 
-/// Materializes the code and the inputs; returns the inputs' trees.
-async fn prepare(
-    shared: &Shared,
-    lease: &Lease,
-    dirs: &JobDirs,
-    log: &LogSink,
-) -> anyhow::Result<Vec<(PathBuf, MountPath)>> {
+/// Materializes the code and the inputs; returns the inputs' trees, pinned.
+async fn prepare(shared: &Shared, lease: &Lease, dirs: &JobDirs, log: &LogSink) -> anyhow::Result<Prepared> {
     let (client, ws, spec) = (&shared.client, &shared.workspace, &lease.job.spec);
     std::fs::create_dir_all(&dirs.root).with_context(|| format!("cannot create {}", dirs.root.display()))?;
     ws.materialize_code(client, &spec.code, &dirs.code).await?;
     std::fs::create_dir_all(&dirs.output).with_context(|| format!("cannot create {}", dirs.output.display()))?;
-    let mut inputs = Vec::new();
+    let (mut inputs, mut pins) = (Vec::new(), Vec::new());
     for input in &spec.inputs {
-        let (tree, built) = ws.tree(client, &input.manifest).await?;
+        let (pin, built) = ws.tree(client, &input.manifest).await?;
         let how = if built { "downloaded" } else { "cached" };
         log.system(format!("input: {} at {} ({how})", input.source, input.mount)).await;
-        inputs.push((tree, input.mount.clone()));
+        inputs.push((pin.path().to_path_buf(), input.mount.clone()));
+        pins.push(pin);
     }
-    Ok(inputs)
+    Ok(Prepared { inputs, pins })
 }
 
 /// The plan that runs the leased job.

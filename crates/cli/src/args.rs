@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Datasets: upload versions, list, download, delete
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// Server administration (admin token)
+    #[command(subcommand)]
+    Admin(AdminCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -106,6 +112,15 @@ pub struct ServeArgs {
     /// Sandbox for the in-process agent (for `up`): auto, bwrap or none
     #[arg(long, default_value = "auto")]
     pub sandbox: String,
+    /// Per-owner storage quota in bytes (datasets and job outputs); off when not given
+    #[arg(long, env = "PODDER_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Seconds during which `admin gc` spares chunks and manifests just uploaded
+    #[arg(long, default_value_t = 3600)]
+    pub gc_grace: u64,
+    /// Size limit of the in-process agent's cache (for `up`), in bytes
+    #[arg(long)]
+    pub cache_bytes: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +146,10 @@ pub struct AgentArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is stopped
     #[arg(long, default_value_t = 10)]
     pub stop_grace: u64,
+    /// Size limit of the dataset and chunk cache, in bytes
+    /// (default: the smaller of 50 GiB and a quarter of the work directory's disk)
+    #[arg(long)]
+    pub cache_bytes: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,4 +205,81 @@ pub struct RunArgs {
     /// The command to run, after --
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCmd {
+    /// Create an empty dataset
+    Create {
+        /// Dataset name
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Upload a directory as the dataset's next version (the dataset is created if missing)
+    Upload {
+        /// Dataset name, or owner/name
+        name: String,
+        /// The directory to upload (everything in it except .git)
+        dir: PathBuf,
+        #[arg(long, short)]
+        message: Option<String>,
+        /// Hash every file again instead of trusting the local stat cache
+        #[arg(long)]
+        rehash: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the datasets you can see
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a dataset's versions
+    Versions {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the files of a version: NAME[@N] [PATH]
+    Ls {
+        /// NAME, NAME@N or owner/NAME@N (default: the latest version)
+        dataset: String,
+        /// Only what lies under this path
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a version into a directory
+    Download {
+        /// NAME, NAME@N or owner/NAME@N (default: the latest version)
+        dataset: String,
+        dir: PathBuf,
+        /// Only this directory inside the version
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Delete one version (NAME@N), or a whole dataset with all its versions (NAME)
+    Delete { dataset: String },
+    /// Make a job's output the next version of a dataset (created if missing); nothing is copied
+    FromOutput {
+        /// The job, e.g. mnist#12
+        job: String,
+        /// Dataset name
+        name: String,
+        #[arg(long, short)]
+        message: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Delete the chunks and manifests that nothing refers to any more
+    Gc {
+        /// Only report what would be freed
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -1,6 +1,7 @@
 //! Formatting for people: sizes, times, tables, job summaries.
 
 use podder_core::api::Job;
+use podder_core::{Entry, EntryKind};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -66,4 +67,17 @@ pub fn command_line(job: &Job) -> String {
 pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// A manifest's entries as a MODE / SIZE / PATH table.
+pub fn entries(entries: &[Entry]) {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File { mode, size, .. } => vec![format!("{mode:o}"), bytes(*size), e.path.clone()],
+            EntryKind::Dir { .. } => vec!["dir".into(), "-".into(), format!("{}/", e.path)],
+            EntryKind::Symlink { target } => vec!["link".into(), "-".into(), format!("{} -> {target}", e.path)],
+        })
+        .collect();
+    table(&["MODE", "SIZE", "PATH"], &rows);
 }

@@ -35,9 +35,11 @@ impl Progress for TermBar {
         let mut b = self.inner.lock().unwrap();
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {prefix}{binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(b.label.clone());
         b.bar = Some(bar);
@@ -45,6 +47,11 @@ impl Progress for TermBar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.inner.lock().unwrap().bar {
             bar.inc(bytes);
+        }
+    }
+    fn files(&self, done: u64, total: u64) {
+        if let Some(bar) = &self.inner.lock().unwrap().bar {
+            bar.set_prefix(format!("{done}/{total} files "));
         }
     }
     fn finish(&self) {

@@ -17,6 +17,9 @@ pub enum ClientError {
     Protocol(String),
     #[error(transparent)]
     Store(#[from] podder_store::StoreError),
+    /// The local tree could not be scanned (the message lists every problem).
+    #[error(transparent)]
+    Scan(#[from] podder_store::scan::ScanError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -4,6 +4,7 @@
 //! upload and download protocols (missing chunks, framed batches, manifest
 //! commit) on top of it. This crate must not parse command lines or print.
 
+mod datasets;
 mod error;
 mod frames;
 pub mod transfer;
@@ -103,7 +104,8 @@ impl Client {
     }
 
     /// Sends one framed batch of chunks (see `podder_core::api::frames`).
-    pub async fn upload_frames(&self, body: Vec<u8>) -> Result<ChunksStored> {
+    pub async fn upload_frames(&self, body: impl Into<bytes::Bytes>) -> Result<ChunksStored> {
+        let body: bytes::Bytes = body.into();
         self.json(self.req(Method::POST, "/chunks").header("content-type", "application/octet-stream").body(body)).await
     }
 

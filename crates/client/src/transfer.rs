@@ -5,24 +5,39 @@
 //! Every step is idempotent, so an interrupted transfer resumes by running
 //! again: chunks that arrived are not sent twice.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
 use podder_core::api::frames;
 use podder_core::{ChunkId, Manifest, ManifestId};
 use podder_store::BlobStore;
-use podder_store::scan::{ScannedTree, read_chunk};
+use podder_store::scan::{ChunkSource, ScannedTree};
+use tokio::sync::{Mutex, mpsc};
 
 use crate::{Client, ClientError, Result};
+
+mod pipeline;
+
+pub use pipeline::upload_dir;
 
 /// How many chunk ids one `missing` request asks about.
 const ASK_BATCH: usize = 20_000;
 /// The target size of one upload request body.
 const SEND_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Upload requests on the wire at once: while the server stores one body,
+/// the next is already arriving.
+const SENDERS: usize = 2;
 
-/// Progress of a transfer, in bytes. The CLI draws a bar; others ignore it.
+/// Progress of a transfer, in bytes (and files where they are counted). The
+/// CLI draws a bar; others ignore it.
 pub trait Progress: Send + Sync {
     fn start(&self, _total_bytes: u64) {}
     fn advance(&self, _bytes: u64) {}
+    /// `done` of `total` files are through.
+    fn files(&self, _done: u64, _total: u64) {}
     fn finish(&self) {}
 }
 
@@ -39,6 +54,9 @@ pub struct UploadReport {
     pub chunks_sent: usize,
     pub bytes_sent: u64,
 }
+
+/// Chunks to send, with where to read each.
+type Batch = Vec<(ChunkId, ChunkSource)>;
 
 /// Uploads what the server lacks of `tree` and commits its manifest.
 pub async fn upload_tree(client: &Client, tree: &ScannedTree, progress: &dyn Progress) -> Result<UploadReport> {
@@ -61,58 +79,166 @@ pub async fn upload_tree(client: &Client, tree: &ScannedTree, progress: &dyn Pro
         sources.push((*id, src.clone()));
     }
     progress.start(sources.iter().map(|(_, s)| s.len as u64).sum());
+    let (tx, rx) = mpsc::channel::<Batch>(1);
+    tx.send(sources).await.expect("the receiver is alive");
+    drop(tx);
+    (report.chunks_sent, report.bytes_sent) = send_batches(client, rx, progress).await?;
+    let committed = client.commit_manifest(&tree.manifest).await?;
+    progress.finish();
+    report.manifest = Some(committed.id);
+    Ok(report)
+}
 
-    // A reader thread fills batches while the previous one is on the wire.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(Vec<u8>, usize, u64)>>(2);
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut body = Vec::with_capacity(SEND_BATCH_BYTES + frames::MAX_CHUNK);
+/// A framed request body: the bytes, how many chunks and how many chunk bytes.
+type Body = (Pooled, usize, u64);
+
+/// Sends every chunk of the batches that arrive on `batches`: a blocking
+/// thread reads them into framed bodies while up to [`SENDERS`] bodies are
+/// on the wire. Returns the chunks and bytes sent.
+async fn send_batches(
+    client: &Client,
+    batches: mpsc::Receiver<Batch>,
+    progress: &dyn Progress,
+) -> Result<(usize, u64)> {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Body>>(SENDERS);
+    let reader = tokio::task::spawn_blocking(move || read_bodies(batches, tx));
+    let rx = Mutex::new(rx);
+    let sender = || async {
         let (mut n, mut bytes) = (0usize, 0u64);
-        for (id, src) in sources {
-            let data = match read_chunk(&src) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                        e.kind(),
-                        format!("reading {}: {e} (did the file change during the upload?)", src.path.display()),
-                    )));
-                    return;
+        loop {
+            let next = rx.lock().await.recv().await;
+            let Some(body) = next else { return Ok::<_, ClientError>((n, bytes)) };
+            let (body, k, b) = body?;
+            client.upload_frames(bytes::Bytes::from_owner(body)).await?;
+            progress.advance(b);
+            (n, bytes) = (n + k, bytes + b);
+        }
+    };
+    let sent = try_join_all((0..SENDERS).map(|_| sender())).await;
+    // On an error the receiver is dropped here, which stops the reader.
+    drop(rx);
+    if let Err(e) = reader.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    let sent = sent?;
+    Ok((sent.iter().map(|s| s.0).sum(), sent.iter().map(|s| s.1).sum()))
+}
+
+/// A request body whose buffer goes back to its pool when the request is
+/// done with it: bodies are reused instead of fresh memory being mapped
+/// (and faulted in) for every one.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() <= SENDERS + 1
+        {
+            pool.push(buf);
+        }
+    }
+}
+
+/// The reader thread of [`send_batches`]: fills bodies of about
+/// [`SEND_BATCH_BYTES`], and sends a partial one whenever no batch is waiting.
+fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Result<Body>>) {
+    let pool = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let new_body = || {
+        let buf = pool.lock().ok().and_then(|mut p| p.pop());
+        let buf = buf.unwrap_or_else(|| Vec::with_capacity(SEND_BATCH_BYTES + frames::MAX_CHUNK));
+        Pooled { buf, pool: pool.clone() }
+    };
+    let mut body = new_body();
+    let mut file: Option<(PathBuf, File)> = None;
+    let (mut n, mut bytes) = (0usize, 0u64);
+    loop {
+        let batch = match batches.try_recv() {
+            Ok(b) => b,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if n > 0 {
+                    if tx.blocking_send(Ok((std::mem::replace(&mut body, new_body()), n, bytes))).is_err() {
+                        return;
+                    }
+                    (n, bytes) = (0, 0);
                 }
-            };
-            if ChunkId::of(&data) != id {
-                let _ = tx.blocking_send(Err(std::io::Error::other(format!(
-                    "{} changed during the upload; run the command again",
-                    src.path.display()
-                ))));
+                // Nothing to read for now: do not hold a file open meanwhile.
+                file = None;
+                match batches.blocking_recv() {
+                    Some(b) => b,
+                    None => return,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        for (id, src) in batch {
+            if let Err(e) = frame_chunk(&mut body.buf, id, &src, &mut file) {
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
-            body.extend_from_slice(&frames::header(&id, data.len()));
-            body.extend_from_slice(&data);
             n += 1;
-            bytes += data.len() as u64;
-            if body.len() >= SEND_BATCH_BYTES {
-                let full = std::mem::replace(&mut body, Vec::with_capacity(SEND_BATCH_BYTES + frames::MAX_CHUNK));
-                if tx.blocking_send(Ok((full, n, bytes))).is_err() {
+            bytes += u64::from(src.len);
+            if body.buf.len() >= SEND_BATCH_BYTES {
+                if tx.blocking_send(Ok((std::mem::replace(&mut body, new_body()), n, bytes))).is_err() {
                     return;
                 }
                 (n, bytes) = (0, 0);
             }
         }
-        if n > 0 {
-            let _ = tx.blocking_send(Ok((body, n, bytes)));
-        }
-    });
-    while let Some(batch) = rx.recv().await {
-        let (body, n, bytes) = batch?;
-        client.upload_frames(body).await?;
-        report.chunks_sent += n;
-        report.bytes_sent += bytes;
-        progress.advance(bytes);
     }
-    reader.await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let committed = client.commit_manifest(&tree.manifest).await?;
-    progress.finish();
-    report.manifest = Some(committed.id);
-    Ok(report)
+    if n > 0 {
+        let _ = tx.blocking_send(Ok((body, n, bytes)));
+    }
+}
+
+/// Appends one chunk's frame to `body`, read straight from its file into
+/// place and checked. `open` keeps the last file open, for the next chunk
+/// of the same file.
+fn frame_chunk(
+    body: &mut Vec<u8>,
+    id: ChunkId,
+    src: &ChunkSource,
+    open: &mut Option<(PathBuf, File)>,
+) -> std::io::Result<()> {
+    let context = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("reading {}: {e} (did the file change during the upload?)", src.path.display()),
+        )
+    };
+    if open.as_ref().is_none_or(|(p, _)| *p != src.path) {
+        *open = Some((src.path.clone(), File::open(&src.path).map_err(context)?));
+    }
+    let (_, file) = open.as_ref().expect("opened above");
+    let start = body.len();
+    let len = src.len as usize;
+    body.extend_from_slice(&frames::header(&id, len));
+    body.resize(start + frames::HEADER + len, 0);
+    let data = &mut body[start + frames::HEADER..];
+    if let Err(e) = file.read_exact_at(data, src.offset) {
+        body.truncate(start);
+        return Err(context(e));
+    }
+    if ChunkId::of(data) != id {
+        body.truncate(start);
+        return Err(std::io::Error::other(format!(
+            "{} changed during the upload; run the command again",
+            src.path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Fetches every chunk of `manifest` that `cache` lacks into it. Returns the

@@ -298,12 +298,18 @@ pub struct GcRequest {
     pub dry_run: bool,
 }
 
+/// What a collection freed (or, in a dry run, would have freed).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Manifests that no record refers to and that were not committed
+    /// within the server's grace window.
     pub manifests_freed: u64,
     pub chunks_freed: u64,
+    /// The bytes the freed chunks took in the store (compressed, as stored).
     pub bytes_freed: u64,
+    /// The chunks that stay: named by a surviving manifest, or uploaded
+    /// within the grace window.
     pub chunks_kept: u64,
     /// The freed chunk ids (at most the first 1000), for the record.
     pub freed: Vec<ChunkId>,

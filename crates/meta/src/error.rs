@@ -14,6 +14,9 @@ pub enum MetaError {
     /// The input is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The owner's storage quota would be exceeded.
+    #[error("{0}")]
+    Quota(String),
     /// The database failed; not the caller's fault.
     #[error("metadata database error: {0}")]
     Internal(String),
@@ -27,6 +30,15 @@ impl MetaError {
     pub fn lease_gone(lease_id: &str) -> MetaError {
         MetaError::Conflict(format!(
             "lease {lease_id} is no longer valid: the job ended, was stopped or its lease expired; kill the job"
+        ))
+    }
+
+    /// The message of an exceeded storage quota: what the limit is, where the
+    /// owner stands, and how to get under it.
+    pub fn quota_exceeded(owner: &podder_core::Name, quota: u64, used: u64, adding: u64) -> MetaError {
+        MetaError::Quota(format!(
+            "storage quota of {quota} bytes exceeded: {owner} uses {used} bytes and this needs {adding} more; \
+             delete versions with `podder data delete NAME@vN` and run `podder admin gc`"
         ))
     }
 }

@@ -1,4 +1,5 @@
-//! The metadata store: owners, tokens, projects, jobs, leases and log lines.
+//! The metadata store: owners, tokens, projects, jobs, leases, log lines,
+//! datasets and their versions, and what storage the records hold on to.
 //!
 //! [`MetaStore`] is the one interface the server uses; [`SqliteStore`] is the
 //! embedded backend (WAL mode, one writer connection, a pool of readers).
@@ -14,13 +15,16 @@ pub mod sqlite;
 pub mod testsuite;
 pub mod types;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
-use podder_core::api::{Job, LogLine, Project};
-use podder_core::{JobState, Name};
+use podder_core::api::{Dataset, DatasetVersion, Job, LogLine, Project};
+use podder_core::refs::Version;
+use podder_core::{JobState, ManifestId, Name};
 
 pub use error::{MetaError, Result};
 pub use sqlite::SqliteStore;
-pub use types::{Claim, FinishJob, JobId, JobRecord, NewJob, Owner, TokenHash};
+pub use types::{Claim, FinishJob, JobId, JobRecord, NewJob, NewVersion, Owner, TokenHash};
 
 /// Everything the server stores about owners, projects and jobs.
 #[async_trait]
@@ -47,7 +51,11 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // --- jobs ---
 
-    /// Creates a queued job with the project's next number (race-free).
+    /// Creates a queued job with the project's next number (race-free), and
+    /// records its inputs. An input whose source names a concrete dataset
+    /// version (`owner/name@N`, as the server resolves them) must still exist
+    /// with the same manifest, checked in the same transaction that links the
+    /// job to it, so a version is never deleted under a job being created.
     async fn create_job(&self, new: NewJob) -> Result<JobRecord>;
     async fn get_job(&self, owner: &Name, project: &Name, number: u64) -> Result<JobRecord>;
     async fn get_job_by_id(&self, id: JobId) -> Result<JobRecord>;
@@ -67,7 +75,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// current state is a no-op.
     async fn set_progress(&self, lease_id: &str, state: JobState, now: i64) -> Result<JobRecord>;
     /// Ends a leased job. A failure after a stop request is recorded as
-    /// `stopped`. Resending the same finish returns the job unchanged.
+    /// `stopped`. Resending the same finish returns the job unchanged. An
+    /// output over the owner's quota (`finish.quota`) is dropped and the job
+    /// recorded as `failed` with the quota message as its reason.
     async fn finish_job(&self, lease_id: &str, finish: &FinishJob) -> Result<JobRecord>;
     /// Every leased job whose lease ran out before `now` becomes `lost`, and
     /// goes back to `queued` (attempt + 1) while its retries allow. Returns
@@ -82,4 +92,36 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn append_logs(&self, lease_id: &str, lines: &[LogLine]) -> Result<JobId>;
     /// Lines with `seq >= from`, in order, at most `limit`.
     async fn read_logs(&self, job: JobId, from: u64, limit: u32) -> Result<Vec<LogLine>>;
+
+    // --- datasets ---
+
+    /// Creates an empty dataset of an existing owner; `Conflict` if it exists.
+    async fn create_dataset(&self, owner: &Name, name: &Name, description: &str, now: i64) -> Result<Dataset>;
+    async fn get_dataset(&self, owner: &Name, name: &Name) -> Result<Dataset>;
+    /// An owner's datasets, by name.
+    async fn list_datasets(&self, owner: &Name) -> Result<Vec<Dataset>>;
+    /// Deletes a dataset and all its versions; `Conflict` (naming the job)
+    /// while a queued or leased job mounts one of them.
+    async fn delete_dataset(&self, owner: &Name, name: &Name) -> Result<()>;
+    /// Adds a version with the dataset's next number (race-free; a number is
+    /// never handed out twice). `Quota` when it would take the owner past
+    /// `new.quota`; a manifest the owner already holds adds nothing.
+    async fn create_version(&self, new: NewVersion) -> Result<DatasetVersion>;
+    /// A dataset's versions, oldest first.
+    async fn list_versions(&self, owner: &Name, name: &Name) -> Result<Vec<DatasetVersion>>;
+    /// One version, or the newest; `NotFound` when there is none.
+    async fn get_version(&self, owner: &Name, name: &Name, version: Version) -> Result<DatasetVersion>;
+    /// Deletes one version; `Conflict` (naming the job) while a queued or
+    /// leased job mounts it.
+    async fn delete_version(&self, owner: &Name, name: &Name, version: u32) -> Result<()>;
+
+    // --- storage ---
+
+    /// The bytes an owner's records hold: every distinct manifest among the
+    /// owner's dataset versions and job outputs, counted once.
+    async fn usage(&self, owner: &Name) -> Result<u64>;
+    /// Every manifest a record refers to: each job's code snapshot, inputs
+    /// and output, and each dataset version. What is not here may be
+    /// collected as garbage.
+    async fn referenced_manifests(&self) -> Result<HashSet<ManifestId>>;
 }

@@ -85,6 +85,30 @@ pub struct FinishJob {
     pub exit_code: Option<i32>,
     /// Must already be committed in the object store (the server checks).
     pub output: Option<ManifestId>,
+    /// The total file bytes of `output` (0 without one), for quotas.
+    pub output_bytes: u64,
     pub reason: Option<String>,
+    /// The owner's storage quota in bytes, if any: an output that would take
+    /// the owner past it is not kept, and the job fails with the reason
+    /// [`MetaError::quota_exceeded`](crate::MetaError::quota_exceeded) gives.
+    pub quota: Option<u64>,
+    pub now: i64,
+}
+
+/// A dataset version to create; its number is allocated by the store.
+#[derive(Clone, Debug)]
+pub struct NewVersion {
+    pub owner: Name,
+    pub dataset: Name,
+    /// Must already be committed in the object store (the server checks).
+    pub manifest: ManifestId,
+    pub files: u64,
+    pub bytes: u64,
+    pub message: Option<String>,
+    /// Where the version came from when not uploaded, e.g. `alice/mnist#12`.
+    pub source: Option<String>,
+    /// The owner's storage quota in bytes, if any: a version that would take
+    /// the owner past it is refused with [`MetaError::Quota`](crate::MetaError::Quota).
+    pub quota: Option<u64>,
     pub now: i64,
 }

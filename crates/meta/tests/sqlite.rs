@@ -25,3 +25,65 @@ async fn reopening_keeps_data_and_migrates_once() {
     assert!(store.ensure_owner(&alice, false, 2).await.unwrap().admin);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_first_schema_is_upgraded_with_its_jobs() {
+    use podder_core::ManifestId;
+    use podder_core::refs::Version;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let (code, output) = (ManifestId::of(b"old code"), ManifestId::of(b"old output"));
+    {
+        // What a server of the first release left behind: schema 1, one finished job.
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::raw_sql(include_str!("../src/sqlite/migrations/0001_init.sql")).execute(&pool).await.unwrap();
+        let spec = serde_json::json!({
+            "code": code, "command": ["true"], "setup": [], "params": {}, "inputs": [], "env": null,
+            "timeout_secs": null, "retries": 0, "queue": "default"
+        });
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL,
+                                             applied_at INTEGER NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'initial schema', 1);
+             INSERT INTO owners (id, name, admin, created_at) VALUES (1, 'old', TRUE, 1);
+             INSERT INTO projects (id, owner_id, name, last_job, created_at) VALUES (1, 1, 'p', 1, 1);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (project_id, number, state, queue, spec, output, created_at)
+             VALUES (1, 1, 'succeeded', 'default', $1, $2, 1)",
+        )
+        .bind(spec.to_string())
+        .bind(output.to_hex())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let old = "old".parse().unwrap();
+    let job = store.get_job(&old, &"p".parse().unwrap(), 1).await.unwrap();
+    assert_eq!(job.job.output, Some(output));
+    let refs = store.referenced_manifests().await.unwrap();
+    assert!(refs.contains(&code) && refs.contains(&output));
+    assert_eq!(store.usage(&old).await.unwrap(), 0, "outputs of the first schema have no recorded size");
+    store.create_dataset(&old, &"d".parse().unwrap(), "", 2).await.unwrap();
+    let v = podder_meta::NewVersion {
+        owner: old.clone(),
+        dataset: "d".parse().unwrap(),
+        manifest: output,
+        files: 1,
+        bytes: 5,
+        message: None,
+        source: Some("old/p#1".into()),
+        quota: Some(5),
+        now: 3,
+    };
+    assert_eq!(store.create_version(v).await.unwrap().version, 1);
+    assert_eq!(store.get_version(&old, &"d".parse().unwrap(), Version::Latest).await.unwrap().manifest, output);
+    store.close().await;
+}

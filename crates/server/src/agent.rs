@@ -3,6 +3,10 @@
 //! log lines and finishes the job, always naming its lease.
 //!
 //! Any valid token may act as an agent for now; the agent's name is recorded.
+//!
+//! A finish whose output would take the job's owner past the storage quota
+//! is answered 413, and the job is recorded as failed with that reason
+//! (without the output, which garbage collection then frees).
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,8 +20,9 @@ use podder_meta::{Claim, FinishJob, MetaError};
 use serde::Deserialize;
 
 use crate::auth::{Caller, random_hex};
-use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::error::{ApiError, ApiResult, Json, Kind, Path, Query};
 use crate::jobs::check_queue;
+use crate::manifests::load_manifest;
 use crate::state::{AppState, now_ms};
 use crate::wait::wait_for;
 
@@ -142,24 +147,35 @@ async fn finish(
     Path(lease_id): Path<String>,
     Json(req): Json<Finish>,
 ) -> ApiResult<Json<Job>> {
-    if let Some(out) = req.output
-        && !state.store.has_manifest(out).await?
-    {
-        return Err(ApiError::invalid(format!(
-            "the output manifest {out} is not committed: upload its chunks and commit it, then finish again"
-        )));
+    let _hold = state.grace.hold().await;
+    let mut output_bytes = 0;
+    if let Some(out) = req.output {
+        if !state.store.has_manifest(out).await? {
+            return Err(ApiError::invalid(format!(
+                "the output manifest {out} is not committed: upload its chunks and commit it, then finish again"
+            )));
+        }
+        output_bytes = load_manifest(&state, out).await?.total_size();
     }
     let finish = FinishJob {
         outcome: req.outcome,
         exit_code: req.exit_code,
         output: req.output,
+        output_bytes,
         reason: req.reason,
+        quota: state.config.quota_bytes,
         now: now_ms(),
     };
     let rec = state.meta.finish_job(&lease_id, &finish).await?;
     state.job_changed(&rec);
     if rec.job.state != JobState::Succeeded {
         tracing::info!(job = %rec.job.job_ref, state = %rec.job.state, "job ended");
+    }
+    if req.output.is_some() && rec.job.output.is_none() {
+        // Only the quota drops an output: the job is recorded as failed with
+        // the reason, and the agent is told (it need not retry).
+        let reason = rec.job.reason.unwrap_or_else(|| "the storage quota is exceeded".into());
+        return Err(ApiError::new(Kind::QuotaExceeded, reason));
     }
     Ok(Json(rec.job))
 }

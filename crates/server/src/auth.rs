@@ -1,6 +1,6 @@
 //! Who is calling and what they may see: bearer tokens, the middleware that
-//! checks them on every route, and the lookups of projects and jobs that
-//! answer a foreign owner's name exactly like a missing one.
+//! checks them on every route, and the lookups of projects, jobs and
+//! datasets that answer a foreign owner's name exactly like a missing one.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use podder_core::Name;
-use podder_core::api::Project;
+use podder_core::api::{Dataset, Project};
 use podder_meta::{JobRecord, MetaError, TokenHash};
 
 use crate::error::{ApiError, ApiResult};
@@ -81,6 +81,12 @@ fn job_not_found(owner: &Name, project: &Name, number: u64) -> ApiError {
     ))
 }
 
+fn dataset_not_found(owner: &Name, name: &Name) -> ApiError {
+    ApiError::not_found(format!(
+        "there is no dataset {owner}/{name} that you can see: list your datasets with `podder data list`"
+    ))
+}
+
 fn hide(e: MetaError, not_found: impl FnOnce() -> ApiError) -> ApiError {
     match e {
         MetaError::NotFound(_) => not_found(),
@@ -94,6 +100,19 @@ pub async fn project(state: &AppState, caller: &Caller, owner: &Name, name: &Nam
         return Err(project_not_found(owner, name));
     }
     state.meta.get_project(owner, name).await.map_err(|e| hide(e, || project_not_found(owner, name)))
+}
+
+/// A dataset the caller may see.
+pub async fn dataset(state: &AppState, caller: &Caller, owner: &Name, name: &Name) -> ApiResult<Dataset> {
+    if !caller.may_act_for(owner) {
+        return Err(dataset_not_found(owner, name));
+    }
+    state.meta.get_dataset(owner, name).await.map_err(|e| hide(e, || dataset_not_found(owner, name)))
+}
+
+/// Maps a store's "not found" for a dataset to the uniform message.
+pub fn hide_dataset(e: MetaError, owner: &Name, name: &Name) -> ApiError {
+    hide(e, || dataset_not_found(owner, name))
 }
 
 /// A job the caller may see.

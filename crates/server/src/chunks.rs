@@ -2,7 +2,11 @@
 //! chunks, and streamed fetches.
 //!
 //! Bodies are read and written frame by frame (see
-//! `podder_core::api::frames`), never buffered whole.
+//! `podder_core::api::frames`), never buffered whole. A frame larger than
+//! `max_chunk_bytes` is refused (413); a chunk that does not fit on the disk
+//! answers 507 and leaves nothing behind (the store writes a temp file and
+//! renames it). Storing a chunk holds the garbage collector's shared lock
+//! and remembers the chunk for the grace window (see `grace`).
 
 use std::io;
 use std::sync::Arc;
@@ -47,8 +51,15 @@ pub async fn absent(store: &Arc<dyn BlobStore>, ids: impl IntoIterator<Item = Ch
     Ok(found.into_iter().filter(|(_, has)| !has).map(|(id, _)| id).collect())
 }
 
+/// The chunks the client must send. Those present are remembered as just
+/// uploaded: the client will not send them, and a garbage collection must
+/// not free them before its manifest is committed (see `grace`).
 async fn missing(State(state): State<AppState>, Json(list): Json<ChunkList>) -> ApiResult<Json<ChunkList>> {
-    Ok(Json(ChunkList { chunks: absent(&state.store, list.chunks).await? }))
+    let _hold = state.grace.hold().await;
+    let absent = absent(&state.store, list.chunks.iter().copied()).await?;
+    let lacking: std::collections::HashSet<ChunkId> = absent.iter().copied().collect();
+    state.grace.chunks(list.chunks.into_iter().filter(|id| !lacking.contains(id)));
+    Ok(Json(ChunkList { chunks: absent }))
 }
 
 /// Reads `buf.len()` bytes unless the stream ends first; returns how many.
@@ -81,10 +92,10 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
             }
         }
         let (id, len) = frames::parse_header(&header);
-        if len > frames::MAX_CHUNK {
-            return Err(ApiError::invalid(format!(
-                "chunk {id} is {len} bytes, more than the limit of {} bytes: cut files into smaller chunks",
-                frames::MAX_CHUNK
+        let max = state.config.max_chunk_bytes;
+        if len > max {
+            return Err(ApiError::too_large(format!(
+                "chunk {id} is {len} bytes, more than the server's limit of {max} bytes: cut files into smaller chunks"
             )));
         }
         let mut data = vec![0u8; len];
@@ -101,7 +112,13 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
         }
         out.received += 1;
         out.bytes += len as u64;
-        if state.store.put_chunk(id, Bytes::from(data)).await? {
+        // Held per chunk, not per request, so a slow upload never holds up
+        // a garbage collection for long.
+        let hold = state.grace.hold().await;
+        let stored = state.store.put_chunk(id, Bytes::from(data)).await?;
+        state.grace.chunks([id]);
+        drop(hold);
+        if stored {
             out.stored += 1;
             state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
         }

@@ -20,6 +20,10 @@ pub enum Kind {
     NotFound,
     Conflict,
     TooLarge,
+    /// An owner's storage quota would be exceeded (413, like other limits).
+    QuotaExceeded,
+    /// The server's disk is full (507).
+    InsufficientStorage,
     Internal,
 }
 
@@ -31,7 +35,8 @@ impl Kind {
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
-            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::TooLarge | Kind::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,6 +50,8 @@ impl Kind {
             Kind::NotFound => "not_found",
             Kind::Conflict => "conflict",
             Kind::TooLarge => "too_large",
+            Kind::QuotaExceeded => "quota_exceeded",
+            Kind::InsufficientStorage => "insufficient_storage",
             Kind::Internal => "internal",
         }
     }
@@ -78,6 +85,9 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(Kind::Conflict, message)
     }
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::TooLarge, message)
+    }
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(Kind::Internal, message)
     }
@@ -105,6 +115,7 @@ impl From<MetaError> for ApiError {
             MetaError::NotFound(m) => ApiError::not_found(m),
             MetaError::Conflict(m) => ApiError::conflict(m),
             MetaError::Invalid(m) => ApiError::invalid(m),
+            MetaError::Quota(m) => ApiError::new(Kind::QuotaExceeded, m),
             MetaError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -117,10 +128,32 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt { .. } | StoreError::CorruptManifest { .. } | StoreError::Invalid(_) => {
                 ApiError::invalid(e.to_string())
             }
+            StoreError::Io(ref io) if disk_full(io).is_some() => {
+                // The path in the I/O error is the server's business: logged, not sent.
+                tracing::error!(error = %e, "object store write failed: disk full");
+                ApiError::new(
+                    Kind::InsufficientStorage,
+                    format!(
+                        "the server's disk is full: {}; nothing half-written was kept. Ask an admin to free space \
+                         (delete dataset versions, run `podder admin gc`), then send the upload again",
+                        disk_full(io).unwrap_or_default()
+                    ),
+                )
+            }
             // I/O and whatever the store adds later: not the caller's fault.
             #[allow(unreachable_patterns)]
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+/// What filled up, when an I/O error says the disk (ENOSPC) or the disk
+/// quota (EDQUOT) is full.
+fn disk_full(e: &std::io::Error) -> Option<&'static str> {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => Some("no space is left on the device"),
+        std::io::ErrorKind::QuotaExceeded => Some("the filesystem quota is exceeded"),
+        _ => None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Jobs: submitting (validated and with every source resolved), listing,
-//! showing, stopping and restarting.
+//! showing, stopping and restarting. Submit and restart hold the garbage
+//! collector's shared lock (see `grace`) until the job exists.
 
 use axum::Router;
 use axum::extract::State;
@@ -98,6 +99,8 @@ async fn submit(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     auth::project(&state, &caller, &owner, &project).await?;
     let message = req.message.clone();
+    // From the code check to the job's creation, no collection may run.
+    let _hold = state.grace.hold().await;
     let spec = build_spec(&state, &caller, req).await?;
     let new = NewJob { owner, project, spec, message, restarted_from: None, now: now_ms() };
     let rec = enqueue(&state, new).await?;
@@ -149,6 +152,7 @@ async fn restart(
     Path((owner, project, n)): Path<(Name, Name, u64)>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let old = auth::job(&state, &caller, &owner, &project, n).await?;
+    let _hold = state.grace.hold().await;
     let new = NewJob {
         owner,
         project,

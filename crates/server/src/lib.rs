@@ -1,6 +1,9 @@
 //! The podder server: the JSON API under `/api/v1` over the metadata store
 //! (`podder_meta`) and the object store (`podder_store`), plus the lease
-//! reaper.
+//! reaper. Datasets (`datasets`), the storage limits of [`ServerConfig`]
+//! (chunk and manifest sizes, per-owner quotas) and garbage collection of
+//! the object store (`gc`, made safe for uploads in flight by `grace`) live
+//! here too.
 //!
 //! This crate owns HTTP: routing, authentication, mapping errors to statuses,
 //! long-polls. It holds no scheduling rules of its own beyond calling the
@@ -12,7 +15,10 @@ mod admin;
 mod agent;
 mod auth;
 mod chunks;
+mod datasets;
 mod error;
+mod gc;
+mod grace;
 mod jobs;
 mod logs;
 mod manifests;
@@ -25,6 +31,7 @@ mod wait;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -43,13 +50,52 @@ pub struct ServerConfig {
     pub lease_ms: u64,
     /// The URL jobs reach the server at, when not the one the agent used.
     pub public_url: Option<String>,
+    /// The largest chunk an upload may carry (uncompressed bytes); a larger
+    /// frame is refused with 413. Clients cut chunks of at most 1 MiB.
+    pub max_chunk_bytes: usize,
+    /// The largest manifest body a commit may send; larger is refused with 413.
+    pub max_manifest_bytes: usize,
+    /// The most entries (files, directories, symlinks) one manifest may list.
+    pub max_manifest_entries: usize,
+    /// Each owner's storage quota in bytes (their dataset versions plus their
+    /// jobs' outputs, each distinct tree counted once); `None`: no quota.
+    pub quota_bytes: Option<u64>,
+    /// How long garbage collection spares chunks and manifests that were
+    /// just uploaded, so that an upload in flight (chunks, then the
+    /// manifest, then the version or job that refers to it) is never
+    /// collected half-way. See the `gc` module.
+    pub gc_grace: Duration,
 }
 
 impl ServerConfig {
     pub const DEFAULT_LEASE_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_CHUNK_BYTES: usize = podder_core::api::frames::MAX_CHUNK;
+    pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 256 * 1024 * 1024;
+    pub const DEFAULT_MAX_MANIFEST_ENTRIES: usize = 5_000_000;
+    pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
-        ServerConfig { data_dir: data_dir.into(), lease_ms: Self::DEFAULT_LEASE_MS, public_url: None }
+        ServerConfig {
+            data_dir: data_dir.into(),
+            lease_ms: Self::DEFAULT_LEASE_MS,
+            public_url: None,
+            max_chunk_bytes: Self::DEFAULT_MAX_CHUNK_BYTES,
+            max_manifest_bytes: Self::DEFAULT_MAX_MANIFEST_BYTES,
+            max_manifest_entries: Self::DEFAULT_MAX_MANIFEST_ENTRIES,
+            quota_bytes: None,
+            gc_grace: Self::DEFAULT_GC_GRACE,
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.lease_ms > 0, "the lease length must be more than 0 ms");
+        anyhow::ensure!(
+            self.max_chunk_bytes > 0 && self.max_chunk_bytes <= u32::MAX as usize,
+            "the chunk size limit must be between 1 byte and 4 GiB"
+        );
+        anyhow::ensure!(self.max_manifest_bytes > 0, "the manifest size limit must be more than 0 bytes");
+        anyhow::ensure!(self.max_manifest_entries > 0, "the manifest entry limit must be more than 0");
+        Ok(())
     }
 }
 
@@ -62,7 +108,7 @@ pub struct Server {
 impl Server {
     /// Opens (creating if needed) `data_dir/meta.db` and `data_dir/objects/`.
     pub async fn open(config: ServerConfig) -> anyhow::Result<Server> {
-        anyhow::ensure!(config.lease_ms > 0, "the lease length must be more than 0 ms");
+        config.check()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let store = LocalStore::open(dir.join("objects"))
@@ -105,6 +151,8 @@ impl Server {
             .merge(projects::routes())
             .merge(chunks::routes())
             .merge(manifests::routes())
+            .merge(datasets::routes())
+            .merge(gc::routes())
             .merge(jobs::routes())
             .merge(logs::routes())
             .merge(agent::routes())

@@ -1,12 +1,20 @@
 //! `/manifests`: committing a manifest once every chunk it names is stored,
 //! and reading one back.
+//!
+//! A commit body may be at most `max_manifest_bytes` and list at most
+//! `max_manifest_entries` entries (413 otherwise). Committing holds the
+//! garbage collector's shared lock and remembers the manifest for the grace
+//! window (see `grace`), so nothing collects it before a record refers to it.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use podder_core::api::ManifestCommitted;
 use podder_core::{Manifest, ManifestId};
 use podder_store::StoreError;
@@ -15,20 +23,18 @@ use crate::chunks::absent;
 use crate::error::{ApiError, ApiResult, Json, Path};
 use crate::state::AppState;
 
-/// A manifest of a very large tree is big JSON; nothing else is this large.
-const MANIFEST_LIMIT: usize = 256 * 1024 * 1024;
-
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/manifests", post(commit).layer(DefaultBodyLimit::max(MANIFEST_LIMIT)))
-        .route("/manifests/{id}", get(show))
+    // The body is read by `read_limited`, which enforces the configured limit.
+    Router::new().route("/manifests", post(commit)).route("/manifests/{id}", get(show))
 }
 
-/// Stores a validated manifest whose chunks are all present. Idempotent.
+/// Stores a validated manifest whose chunks are all present, and remembers
+/// it for the grace window. Idempotent. Call it under `grace.hold()`.
 pub async fn store_manifest(state: &AppState, manifest: &Manifest) -> ApiResult<ManifestId> {
     let bytes = manifest.canonical_bytes();
     let id = ManifestId::of(&bytes);
     state.store.put_manifest(id, Bytes::from(bytes)).await?;
+    state.grace.manifest(id);
     Ok(id)
 }
 
@@ -47,8 +53,49 @@ pub async fn load_manifest(state: &AppState, id: ManifestId) -> ApiResult<Manife
     serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("stored manifest {id} is unreadable: {e}")))
 }
 
-async fn commit(State(state): State<AppState>, Json(manifest): Json<Manifest>) -> ApiResult<Json<ManifestCommitted>> {
+fn too_big(size: impl std::fmt::Display, limit: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "the manifest is {size} bytes, more than the server's limit of {limit} bytes: \
+         split the tree into several smaller ones (e.g. one dataset per part)"
+    ))
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > limit as u64
+    {
+        return Err(too_big(n, limit));
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(part) = stream.next().await {
+        let part =
+            part.map_err(|e| ApiError::invalid(format!("the manifest could not be read: {e}; send it again")))?;
+        if buf.len() + part.len() > limit {
+            return Err(too_big(format!("more than {}", buf.len() + part.len()), limit));
+        }
+        buf.extend_from_slice(&part);
+    }
+    Ok(buf)
+}
+
+async fn commit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Json<ManifestCommitted>> {
+    let body = read_limited(&headers, body, state.config.max_manifest_bytes).await?;
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not a valid manifest: {e}")))?;
+    drop(body);
+    let max = state.config.max_manifest_entries;
+    if manifest.entries.len() > max {
+        return Err(ApiError::too_large(format!(
+            "the manifest lists {} entries, more than the server's limit of {max}: \
+             split the tree into several smaller ones (e.g. one dataset per part)",
+            manifest.entries.len()
+        )));
+    }
     manifest.validate()?;
+    let _hold = state.grace.hold().await;
     let missing = absent(&state.store, manifest.chunk_ids()).await?;
     if let Some(first) = missing.first() {
         return Err(ApiError::invalid(format!(

@@ -1,13 +1,19 @@
 //! Resolving `--data` sources to concrete manifests at submit time, so a job
 //! always runs on exactly the data it was submitted with.
 //!
-//! Each kind of [`SourceRef`] has its resolver; datasets plug in here.
+//! Each kind of [`SourceRef`] has its resolver. A dataset resolves to one
+//! concrete version (`@latest` or no version: the newest at submit), and the
+//! input's `source` records it as `owner/name@N`; the metadata store links
+//! the job to that version when it creates the job. Call these under
+//! `grace.hold()`: an output's sub-tree is stored as a manifest of its own.
 
 use podder_core::api::Input;
 use podder_core::refs::Version;
-use podder_core::{DataSpec, JobRef, Name, SourceRef};
+use podder_core::{DataSpec, JobRef, ManifestId, Name, SourceRef};
+use podder_meta::MetaError;
 
 use crate::auth::{self, Caller};
+use crate::datasets::no_version;
 use crate::error::{ApiError, ApiResult};
 use crate::manifests::{load_manifest, store_manifest};
 use crate::state::AppState;
@@ -16,7 +22,7 @@ use crate::state::AppState;
 pub async fn input(state: &AppState, caller: &Caller, data: &DataSpec) -> ApiResult<Input> {
     let (source, manifest) = match &data.source {
         SourceRef::Output { job, path } => output(state, caller, job, path.as_deref()).await?,
-        SourceRef::Dataset { owner, name, version } => dataset(caller, owner.as_ref(), name, *version)?,
+        SourceRef::Dataset { owner, name, version } => dataset(state, caller, owner.as_ref(), name, *version).await?,
     };
     Ok(Input { source, manifest, mount: data.mount.clone() })
 }
@@ -27,7 +33,7 @@ async fn output(
     caller: &Caller,
     job: &JobRef,
     path: Option<&str>,
-) -> ApiResult<(String, podder_core::ManifestId)> {
+) -> ApiResult<(String, ManifestId)> {
     let job = job.with_owner(&caller.owner);
     let owner = job.owner.clone().expect("with_owner sets the owner");
     let rec = auth::job(state, caller, &owner, &job.project, job.number).await?;
@@ -48,13 +54,19 @@ async fn output(
     Ok((format!("{job}/{path}"), id))
 }
 
-fn dataset(
-    _caller: &Caller,
-    _owner: Option<&Name>,
+/// A dataset version the caller may see; foreign datasets look missing.
+async fn dataset(
+    state: &AppState,
+    caller: &Caller,
+    owner: Option<&Name>,
     name: &Name,
-    _version: Version,
-) -> ApiResult<(String, podder_core::ManifestId)> {
-    Err(ApiError::invalid(format!(
-        "'{name}' names a dataset, and datasets are not supported yet: mount a job output such as mnist#12 instead"
-    )))
+    version: Version,
+) -> ApiResult<(String, ManifestId)> {
+    let owner = owner.unwrap_or(&caller.owner);
+    auth::dataset(state, caller, owner, name).await?;
+    let v = state.meta.get_version(owner, name, version).await.map_err(|e| match e {
+        MetaError::NotFound(_) => no_version(caller, owner, name, version),
+        e => e.into(),
+    })?;
+    Ok((format!("{owner}/{name}@{}", v.version), v.manifest))
 }

@@ -1,6 +1,6 @@
 //! The state every handler shares: the metadata and object stores, the
-//! configuration, the waiters of long-polls, and the counters of
-//! `/admin/stats`.
+//! configuration, the waiters of long-polls, the garbage collector's grace
+//! memory and lock, and the counters of `/admin/stats`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ServerConfig;
+use crate::grace::Grace;
 use crate::wait::Waiters;
 
 /// A cheap handle to the shared state.
@@ -32,6 +33,8 @@ pub struct Inner {
     pub job_control: Waiters<JobId>,
     /// Becomes true when the server shuts down; long-polls then answer at once.
     pub shutdown: watch::Sender<bool>,
+    /// Keeps garbage collection away from uploads in flight.
+    pub grace: Grace,
 }
 
 impl std::ops::Deref for AppState {
@@ -43,7 +46,9 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(meta: Arc<dyn MetaStore>, store: Arc<dyn BlobStore>, config: ServerConfig) -> AppState {
+        let grace = Grace::new(config.gc_grace);
         AppState(Arc::new(Inner {
+            grace,
             meta,
             store,
             config,

@@ -133,7 +133,9 @@ async fn chunks_upload_missing_fetch_and_stats() {
     assert_invalid(r, &ia.to_string()).await;
     let mut huge = frames::header(&ia, frames::MAX_CHUNK + 1).to_vec();
     huge.extend_from_slice(b"x");
-    assert_invalid(ts.post(&alice, "/chunks").body(huge).send().await.unwrap(), "limit").await;
+    let (status, body) = error(ts.post(&alice, "/chunks").body(huge).send().await.unwrap()).await;
+    assert_eq!((status, body.kind.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    assert!(body.error.contains(&format!("limit of {} bytes", frames::MAX_CHUNK)), "{}", body.error);
     let mut cut = framed(&[(ib, b)]);
     cut.truncate(cut.len() - 3);
     assert_invalid(ts.post(&alice, "/chunks").body(cut).send().await.unwrap(), "ended inside chunk").await;
@@ -209,14 +211,14 @@ async fn bad_submits_are_rejected_and_create_no_job() {
         (with(&|j| j.data = vec!["mnist#1:/code".into()]), "/code belongs to the job"),
         (with(&|j| j.data = vec!["mnist#1:/data/x".into(), "mnist#2:/data/x".into()]), "overlap"),
         (with(&|j| j.data = vec!["mnist#x".into()]), "mnist#x"),
-        (with(&|j| j.data = vec!["cifar@3".into()]), "datasets are not supported yet"),
+        (with(&|j| j.data = vec!["cifar@3".into()]), "there is no dataset alice/cifar that you can see"),
         (with(&|j| j.data = vec!["mnist#1".into()]), "there is no job alice/mnist#1"),
         (with(&|j| j.params = [("9lives".to_string(), "1".to_string())].into()), "9lives"),
         (with(&|j| j.queue = Some("GPU queue".into())), "queue"),
     ];
     for (req, needle) in cases {
         let r = ts.submit(&alice, "alice", "mnist", &req).await;
-        if needle.starts_with("there is no job") {
+        if needle.starts_with("there is no") {
             let (status, body) = error(r).await;
             assert_eq!(status, StatusCode::NOT_FOUND);
             assert!(body.error.contains(needle), "{}", body.error);

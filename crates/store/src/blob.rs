@@ -41,6 +41,24 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError>;
     async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError>;
     async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError>;
+
+    /// Every stored manifest id (for garbage collection). Backends that
+    /// cannot list answer [`StoreError::Invalid`].
+    async fn list_manifests(&self) -> Result<Vec<ManifestId>, StoreError> {
+        Err(StoreError::Invalid("this store cannot list its manifests".into()))
+    }
+    /// Removes a manifest; removing an absent one is not an error. Like
+    /// [`BlobStore::delete_chunk`], a delete is not ordered against a
+    /// concurrent put of the same object: whoever deletes (the server's
+    /// garbage collector) must keep writers out meanwhile.
+    async fn delete_manifest(&self, _id: ManifestId) -> Result<(), StoreError> {
+        Err(StoreError::Invalid("this store cannot delete manifests".into()))
+    }
+    /// The bytes a chunk takes in the store (compressed, where the backend
+    /// compresses); [`StoreError::NotFound`] when it is absent.
+    async fn chunk_size(&self, id: ChunkId) -> Result<u64, StoreError> {
+        Ok(self.get_chunk(id).await?.len() as u64)
+    }
 }
 
 /// Checks that chunk bytes hash to their id.

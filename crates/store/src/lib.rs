@@ -15,6 +15,7 @@ pub mod local;
 pub mod materialize;
 pub mod memory;
 pub mod scan;
+pub mod statcache;
 
 #[cfg(test)]
 mod suite;

@@ -115,28 +115,20 @@ impl LocalStore {
     }
 
     fn delete_chunk_sync(&self, id: ChunkId) -> Result<(), StoreError> {
-        let path = self.chunk_path(&id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&path, e).into()),
-            _ => Ok(()),
-        }
+        remove(&self.chunk_path(&id))
     }
 
     fn list_chunks_sync(&self) -> Result<Vec<ChunkId>, StoreError> {
-        let mut out = Vec::new();
-        for shard in read_dir(&self.dirs.chunks)? {
-            if !shard.is_dir() {
-                continue;
-            }
-            for file in read_dir(&shard)? {
-                // Anything not named by a digest is not a chunk (e.g. a stray file).
-                if let Some(id) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
-                    out.push(id);
-                }
-            }
+        list_ids(&self.dirs.chunks)
+    }
+
+    fn chunk_size_sync(&self, id: ChunkId) -> Result<u64, StoreError> {
+        let path = self.chunk_path(&id);
+        match fs::symlink_metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(format!("chunk {id}"))),
+            Err(e) => Err(at(&path, e).into()),
         }
-        out.sort();
-        Ok(out)
     }
 
     fn put_manifest_sync(&self, id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
@@ -146,6 +138,10 @@ impl LocalStore {
             self.write_atomic(&path, bytes)?;
         }
         Ok(())
+    }
+
+    fn delete_manifest_sync(&self, id: ManifestId) -> Result<(), StoreError> {
+        remove(&self.manifest_path(&id))
     }
 
     fn get_manifest_sync(&self, id: ManifestId) -> Result<Vec<u8>, StoreError> {
@@ -207,6 +203,32 @@ fn read_object(path: &Path, what: impl FnOnce() -> String) -> Result<Vec<u8>, St
     }
 }
 
+/// Removes an object file; an absent one is fine.
+fn remove(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(path, e).into()),
+        _ => Ok(()),
+    }
+}
+
+/// The ids of the objects in a sharded tree (`base/ab/<hex>`), sorted.
+/// Anything not named by a digest (a stray file) is not an object.
+fn list_ids<T: std::str::FromStr + Ord>(base: &Path) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for shard in read_dir(base)? {
+        if !shard.is_dir() {
+            continue;
+        }
+        for file in read_dir(&shard)? {
+            if let Some(id) = file.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn read_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| at(dir, e))? {
@@ -261,6 +283,18 @@ impl BlobStore for LocalStore {
     async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError> {
         let s = self.clone();
         blocking(move || exists(&s.manifest_path(&id))).await
+    }
+    async fn list_manifests(&self) -> Result<Vec<ManifestId>, StoreError> {
+        let s = self.clone();
+        blocking(move || list_ids(&s.dirs.manifests)).await
+    }
+    async fn delete_manifest(&self, id: ManifestId) -> Result<(), StoreError> {
+        let s = self.clone();
+        blocking(move || s.delete_manifest_sync(id)).await
+    }
+    async fn chunk_size(&self, id: ChunkId) -> Result<u64, StoreError> {
+        let s = self.clone();
+        blocking(move || s.chunk_size_sync(id)).await
     }
 }
 

@@ -70,6 +70,18 @@ impl BlobStore for MemoryStore {
     async fn has_manifest(&self, id: ManifestId) -> Result<bool, StoreError> {
         Ok(self.manifests().contains_key(&id))
     }
+    async fn list_manifests(&self) -> Result<Vec<ManifestId>, StoreError> {
+        let mut ids: Vec<ManifestId> = self.manifests().keys().copied().collect();
+        ids.sort();
+        Ok(ids)
+    }
+    async fn delete_manifest(&self, id: ManifestId) -> Result<(), StoreError> {
+        self.manifests().remove(&id);
+        Ok(())
+    }
+    async fn chunk_size(&self, id: ChunkId) -> Result<u64, StoreError> {
+        self.chunks().get(&id).map(|c| c.len() as u64).ok_or_else(|| StoreError::NotFound(format!("chunk {id}")))
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,22 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
+use fastcdc::v2020::StreamCDC;
 use podder_core::{ChunkId, Entry, EntryKind, Manifest};
 
-use crate::chunker::{ChunkRef, chunk_file};
+pub use crate::chunker::ChunkRef;
+use crate::chunker::{AVG_SIZE, MAX_SIZE, MIN_SIZE, chunk_bytes};
+use crate::statcache::{StatCache, unix_ns};
 use walk::{FileJob, walk};
+
+/// Files larger than this are streamed (and report their chunks as they go);
+/// smaller ones are read whole. Must not change where chunks are cut: both
+/// ways cut the same bytes the same way.
+const STREAM_ABOVE: u64 = 4 * 1024 * 1024;
+/// A streamed file tells its observer about its chunks this many at a time.
+const REPORT_EVERY: usize = 8;
 
 /// The per-directory ignore file podder reads besides `.gitignore`.
 pub const IGNORE_FILE: &str = ".podderignore";
@@ -43,6 +54,7 @@ impl Default for ScanOptions {
 pub struct ScannedTree {
     pub manifest: Manifest,
     pub sources: HashMap<ChunkId, ChunkSource>,
+    pub stats: ScanStats,
 }
 
 /// Where a chunk's bytes lie in a local file.
@@ -66,6 +78,8 @@ pub enum ScanError {
     TooLarge { size: u64, limit: u64 },
     #[error("{}", problems_message(.0))]
     Problems(Vec<String>),
+    #[error("the scan was stopped before it ended")]
+    Stopped,
 }
 
 fn problems_message(problems: &[String]) -> String {
@@ -94,8 +108,54 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
+/// What a scan did, for reports and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    pub files: usize,
+    /// Files whose chunks came from the stat cache: not opened, not read.
+    pub cached_files: usize,
+    pub hashed_files: usize,
+    pub hashed_bytes: u64,
+    /// Why the stat cache could not be written, if it could not (the scan
+    /// itself is not affected).
+    pub cache_error: Option<String>,
+}
+
+/// Watches a scan as it goes, from the scanning threads: lets an upload
+/// start before the scan ends, and a progress bar move.
+pub trait ScanObserver: Sync {
+    /// The walk is done: this many files of this many bytes are next.
+    fn walked(&self, _files: usize, _bytes: u64) {}
+    /// Some chunks of the file at `path` are known: from the stat cache
+    /// (`cached`: all of them, at once), or as it is hashed (a large file
+    /// reports its chunks in several calls, as it is read).
+    fn chunks(&self, _path: &Path, _chunks: &[ChunkRef], _cached: bool) {}
+    /// A file is done: hashed, or found in the stat cache (`cached`).
+    fn file_done(&self, _size: u64, _cached: bool) {}
+    /// True stops the scan early (it then fails with [`ScanError::Stopped`]).
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+/// Observes nothing.
+impl ScanObserver for () {}
+
 /// Walks `root` into a manifest, hashing files on `opts.threads` threads.
 pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<ScannedTree, ScanError> {
+    scan_tree_with(root, opts, None, &())
+}
+
+/// [`scan_tree`], trusting and then rewriting the stat cache file
+/// `stat_cache` when given (see [`crate::statcache`]), and telling `observer`
+/// about every file's chunks as they become known.
+pub fn scan_tree_with(
+    root: &Path,
+    opts: &ScanOptions,
+    stat_cache: Option<&Path>,
+    observer: &dyn ScanObserver,
+) -> Result<ScannedTree, ScanError> {
+    let start_ns = unix_ns(SystemTime::now());
     let root_err = |reason: String| ScanError::Root { path: root.to_path_buf(), reason };
     let canon = fs::canonicalize(root).map_err(|e| root_err(e.to_string()))?;
     if !canon.is_dir() {
@@ -112,36 +172,75 @@ pub fn scan_tree(root: &Path, opts: &ScanOptions) -> Result<ScannedTree, ScanErr
     {
         return Err(ScanError::TooLarge { size, limit });
     }
+    let old = stat_cache.map(|f| StatCache::load(f, &canon)).unwrap_or_default();
+    let mut known: Vec<Option<Vec<ChunkRef>>> =
+        walked.files.iter().map(|f| old.lookup(&f.rel, &f.stat, start_ns).map(<[ChunkRef]>::to_vec)).collect();
+    // Unreadable files are found before any hashing starts (or any upload).
+    let mut problems: Vec<String> = walked
+        .files
+        .iter()
+        .zip(&known)
+        .filter(|(_, k)| k.is_none())
+        .filter_map(|(f, _)| File::open(&f.abs).err().map(|e| format!("{}: cannot be read: {e}", f.rel)))
+        .collect();
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(ScanError::Problems(problems));
+    }
+    observer.walked(walked.files.len(), size);
+    let mut stats = ScanStats { files: walked.files.len(), ..ScanStats::default() };
+    for (f, k) in walked.files.iter().zip(&known) {
+        if let Some(refs) = k {
+            stats.cached_files += 1;
+            observer.chunks(&f.abs, refs, true);
+            observer.file_done(f.size, true);
+        }
+    }
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let hashed = hash_files(&walked.files, threads);
-    let mut sources = HashMap::new();
-    let mut problems = Vec::new();
-    for (file, result) in walked.files.into_iter().zip(hashed) {
-        let refs = match result {
-            Ok(refs) => refs,
-            Err(e) => {
-                problems.push(format!("{}: cannot be read: {e}", file.rel));
-                continue;
+    let todo: Vec<usize> = (0..walked.files.len()).filter(|&i| known[i].is_none()).collect();
+    let hashed = hash_files(&walked.files, &todo, threads, observer);
+    if observer.stopped() {
+        return Err(ScanError::Stopped);
+    }
+    for (i, result) in todo.into_iter().zip(hashed) {
+        let file = &walked.files[i];
+        match result {
+            Ok(refs) => {
+                stats.hashed_files += 1;
+                stats.hashed_bytes += refs.iter().map(|r| u64::from(r.len)).sum::<u64>();
+                known[i] = Some(refs);
             }
-        };
-        for r in &refs {
-            sources.entry(r.id).or_insert_with(|| ChunkSource { path: file.abs.clone(), offset: r.offset, len: r.len });
+            Err(e) => problems.push(format!("{}: cannot be read: {e}", file.rel)),
         }
-        // The size is what was read, so it always matches the chunks.
-        let size = refs.iter().map(|r| u64::from(r.len)).sum();
-        let chunks = refs.into_iter().map(|r| r.id).collect();
-        walked.entries.push(Entry { path: file.rel, kind: EntryKind::File { mode: file.mode, size, chunks } });
     }
     if !problems.is_empty() {
         problems.sort();
         return Err(ScanError::Problems(problems));
     }
+    let mut sources = HashMap::new();
+    let mut cache = StatCache::default();
+    for (file, refs) in walked.files.into_iter().zip(known) {
+        let refs = refs.expect("every file was looked up or hashed");
+        for r in &refs {
+            sources.entry(r.id).or_insert_with(|| ChunkSource { path: file.abs.clone(), offset: r.offset, len: r.len });
+        }
+        // The size is what was read, so it always matches the chunks.
+        let size = refs.iter().map(|r| u64::from(r.len)).sum();
+        let chunks = refs.iter().map(|r| r.id).collect();
+        if stat_cache.is_some() && size == file.stat.size {
+            cache.insert(file.rel.clone(), file.stat, refs, start_ns);
+        }
+        walked.entries.push(Entry { path: file.rel, kind: EntryKind::File { mode: file.mode, size, chunks } });
+    }
+    if let Some(f) = stat_cache {
+        stats.cache_error = cache.save(f, &canon).err().map(|e| format!("{}: {e}", f.display()));
+    }
     let manifest = Manifest::new(walked.entries);
     manifest.validate().map_err(|e| ScanError::Problems(vec![e.to_string()]))?;
-    Ok(ScannedTree { manifest, sources })
+    Ok(ScannedTree { manifest, sources, stats })
 }
 
 /// Reads a chunk's bytes back from its file.
@@ -153,20 +252,33 @@ pub fn read_chunk(src: &ChunkSource) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Chunks every file on `threads` threads, biggest files first; results are
-/// in the order of `files`.
-fn hash_files(files: &[FileJob], threads: usize) -> Vec<io::Result<Vec<ChunkRef>>> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+/// Chunks the files `todo` (indexes into `files`) on `threads` threads,
+/// biggest first; results are in the order of `todo`.
+fn hash_files(
+    files: &[FileJob],
+    todo: &[usize],
+    threads: usize,
+    observer: &dyn ScanObserver,
+) -> Vec<io::Result<Vec<ChunkRef>>> {
+    let mut order: Vec<usize> = (0..todo.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[todo[i]].size));
     let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<io::Result<Vec<ChunkRef>>>> = files.iter().map(|_| None).collect();
+    let mut results: Vec<Option<io::Result<Vec<ChunkRef>>>> = todo.iter().map(|_| None).collect();
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads.clamp(1, files.len().max(1)))
+        let workers: Vec<_> = (0..threads.clamp(1, todo.len().max(1)))
             .map(|_| {
                 s.spawn(|| {
                     let mut done = Vec::new();
                     while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        done.push((i, chunk_file(&files[i].abs)));
+                        if observer.stopped() {
+                            break;
+                        }
+                        let file = &files[todo[i]];
+                        let res = chunk_observed(&file.abs, observer);
+                        if let Ok(refs) = &res {
+                            observer.file_done(refs.iter().map(|r| u64::from(r.len)).sum(), false);
+                        }
+                        done.push((i, res));
                     }
                     done
                 })
@@ -178,7 +290,48 @@ fn hash_files(files: &[FileJob], threads: usize) -> Vec<io::Result<Vec<ChunkRef>
             }
         }
     });
-    results.into_iter().map(|r| r.expect("every file was hashed")).collect()
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::Interrupted, "the scan was stopped"))))
+        .collect()
+}
+
+/// Chunks one file, telling `observer` its chunks as they are cut: a small
+/// file at once, a large one every few chunks while it is streamed.
+fn chunk_observed(path: &Path, observer: &dyn ScanObserver) -> io::Result<Vec<ChunkRef>> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() <= STREAM_ABOVE {
+        let refs = chunk_reader_whole(file)?;
+        observer.chunks(path, &refs, false);
+        return Ok(refs);
+    }
+    let mut out = Vec::new();
+    let mut reported = 0;
+    for chunk in StreamCDC::new(file, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
+        let chunk = chunk?;
+        out.push(ChunkRef { id: ChunkId::of(&chunk.data), offset: chunk.offset, len: chunk.length as u32 });
+        if out.len() - reported >= REPORT_EVERY {
+            observer.chunks(path, &out[reported..], false);
+            reported = out.len();
+        }
+        if observer.stopped() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "the scan was stopped"));
+        }
+    }
+    if reported < out.len() {
+        observer.chunks(path, &out[reported..], false);
+    }
+    Ok(out)
+}
+
+/// Reads a small file whole and cuts it.
+fn chunk_reader_whole(mut file: File) -> io::Result<Vec<ChunkRef>> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(chunk_bytes(&data)
+        .into_iter()
+        .map(|(id, r)| ChunkRef { id, offset: r.start as u64, len: r.len() as u32 })
+        .collect())
 }
 
 mod walk;

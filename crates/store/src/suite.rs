@@ -58,4 +58,25 @@ pub(crate) async fn suite(store: &dyn BlobStore) {
     let other = ManifestId::of(b"{}");
     assert!(matches!(store.put_manifest(other, bytes).await, Err(StoreError::CorruptManifest { .. })));
     assert!(!store.has_manifest(other).await.unwrap());
+
+    // Listing and deleting manifests (garbage collection).
+    let m2 = Manifest::new(vec![podder_core::Entry {
+        path: "a".into(),
+        kind: podder_core::EntryKind::File { mode: 0o644, size: a.len() as u64, chunks: vec![ida] },
+    }]);
+    store.put_manifest(m2.id(), Bytes::from(m2.canonical_bytes())).await.unwrap();
+    let mut want = vec![mid, m2.id()];
+    want.sort();
+    assert_eq!(store.list_manifests().await.unwrap(), want);
+    store.delete_manifest(mid).await.unwrap();
+    store.delete_manifest(mid).await.unwrap();
+    assert!(!store.has_manifest(mid).await.unwrap());
+    assert!(matches!(store.get_manifest(mid).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.list_manifests().await.unwrap(), vec![m2.id()]);
+    assert!(store.has_manifest(m2.id()).await.unwrap());
+
+    // Sizes: what a chunk takes in the store, at most a little over its bytes.
+    let size = store.chunk_size(ida).await.unwrap();
+    assert!(size > 0 && size <= a.len() as u64 + 64, "{size}");
+    assert!(matches!(store.chunk_size(idb).await, Err(StoreError::NotFound(_))), "a deleted chunk has no size");
 }

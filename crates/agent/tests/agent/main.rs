@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 struct Setup {
     mock: Arc<Mock>,
+    url: String,
     work: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     agent: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -25,7 +26,29 @@ struct Setup {
     data: ManifestId,
 }
 
+type Agent = (oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+/// Starts an agent on `work` against the server at `url`.
+fn start_agent(url: &str, work: &Path, slots: usize, cache_bytes: Option<u64>) -> Agent {
+    let mut config = AgentConfig::new("test-agent", work);
+    config.slots = slots;
+    config.stop_grace = Duration::from_secs(2);
+    config.lease_wait_ms = 500;
+    config.sandbox = SandboxMode::Auto;
+    config.cache_bytes = cache_bytes;
+    let client = podder_client::Client::new(url, "token").unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let agent = tokio::spawn(run_agent(client, config, async move {
+        let _ = rx.await;
+    }));
+    (tx, agent)
+}
+
 async fn setup(slots: usize) -> Setup {
+    setup_with(slots, None).await
+}
+
+async fn setup_with(slots: usize, cache_bytes: Option<u64>) -> Setup {
     let mock = Arc::new(Mock::default());
     let url = mock.start().await;
     let src = tempfile::tempdir().unwrap();
@@ -35,17 +58,29 @@ async fn setup(slots: usize) -> Setup {
     std::fs::write(data_dir.path().join("data.txt"), "dataset bytes").unwrap();
     let data = mock.put_tree(data_dir.path());
     let work = tempfile::tempdir().unwrap();
-    let mut config = AgentConfig::new("test-agent", work.path());
-    config.slots = slots;
-    config.stop_grace = Duration::from_secs(2);
-    config.lease_wait_ms = 500;
-    config.sandbox = SandboxMode::Auto;
-    let client = podder_client::Client::new(&url, "token").unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let agent = tokio::spawn(run_agent(client, config, async move {
-        let _ = rx.await;
-    }));
-    Setup { mock, work, stop: Some(tx), agent, code, data }
+    let (tx, agent) = start_agent(&url, work.path(), slots, cache_bytes);
+    Setup { mock, url, work, stop: Some(tx), agent, code, data }
+}
+
+/// Uploads a dataset: `data.txt` holding `name`, and `files` files of
+/// `size` bytes each.
+fn dataset(mock: &Mock, name: &str, files: usize, size: usize) -> ManifestId {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), name).unwrap();
+    std::fs::create_dir(dir.path().join("files")).unwrap();
+    let mut x: u64 = name.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| h.rotate_left(5) ^ b as u64);
+    for f in 0..files {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(dir.path().join("files").join(format!("{f}.bin")), bytes).unwrap();
+    }
+    mock.put_tree(dir.path())
 }
 
 fn lease(s: &Setup, n: u64, command: &[&str], inputs: bool) -> Lease {
@@ -230,5 +265,146 @@ async fn damaged_cached_chunks_are_fetched_again() {
     let r = s.mock.wait_for("L2", "finish", finished).await;
     assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Succeeded, "{r:#?}");
     assert!(stdout(&r).contains(&"from run.sh".to_string()));
+    shut_down(s).await;
+}
+
+/// A lease mounting `data` at `/data/d`.
+fn lease_on(s: &Setup, n: u64, command: &str, data: ManifestId) -> Lease {
+    let mut l = lease(s, n, &[command], true);
+    l.job.spec.inputs[0].manifest = data;
+    l
+}
+
+fn manifest_gets(s: &Setup, id: &ManifestId) -> u32 {
+    s.mock.manifest_gets.lock().unwrap().get(id).copied().unwrap_or(0)
+}
+
+/// The ready trees in the agent's cache.
+fn cached_trees(work: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(work.join("cache/trees"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+fn files_under(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_trees_are_built_again() {
+    // Room for the code's chunks and one of the two 10 kB datasets.
+    let s = setup_with(1, Some(15_000)).await;
+    let (a, b) = (dataset(&s.mock, "alpha", 1, 10_000), dataset(&s.mock, "beta", 1, 10_000));
+    for (n, d, name) in [(1, a, "alpha"), (2, b, "beta"), (3, a, "alpha")] {
+        s.mock.enqueue(lease_on(&s, n, "cat $PODDER_MOUNT_DATA_D/data.txt", d));
+        let r = s.mock.wait_for(&format!("L{n}"), "finish", finished).await;
+        assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Succeeded, "{r:#?}");
+        assert!(stdout(&r).contains(&name.to_string()), "{r:#?}");
+        assert!(system(&r).iter().any(|l| l.ends_with("(downloaded)")), "{r:#?}");
+        assert_eq!(cached_trees(s.work.path()), [d.to_hex()]);
+    }
+    assert_eq!((manifest_gets(&s, &a), manifest_gets(&s, &b)), (2, 1));
+    // The datasets' chunks were not kept besides their trees.
+    let code_chunks = s.mock.manifest_of(&s.code).unwrap().chunk_ids().len();
+    assert_eq!(files_under(&s.work.path().join("cache/chunks/chunks")), code_chunks);
+    assert_eq!(files_under(&s.work.path().join("cache/staging")), 0);
+    shut_down(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_in_use_are_not_evicted() {
+    // A limit nothing fits in: every tree goes as soon as no job uses it.
+    let s = setup_with(2, Some(1)).await;
+    let (a, b) = (dataset(&s.mock, "alpha", 1, 1000), dataset(&s.mock, "beta", 1, 1000));
+    s.mock.enqueue(lease_on(&s, 1, "sleep 2; cat $PODDER_MOUNT_DATA_D/data.txt", a));
+    s.mock.wait_for("L1", "running", |r| r.states.contains(&JobState::Running)).await;
+    s.mock.enqueue(lease_on(&s, 2, "cat $PODDER_MOUNT_DATA_D/data.txt", b));
+    let r = s.mock.wait_for("L2", "finish", finished).await;
+    assert!(stdout(&r).contains(&"beta".to_string()), "{r:#?}");
+    assert!(cached_trees(s.work.path()).contains(&a.to_hex()), "job 1 still uses its tree");
+    let r = s.mock.wait_for("L1", "finish", finished).await;
+    assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Succeeded, "{r:#?}");
+    assert!(stdout(&r).contains(&"alpha".to_string()), "{r:#?}");
+    eventually("the released trees' eviction", || cached_trees(s.work.path()).is_empty()).await;
+    shut_down(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_survives_a_restart() {
+    let s = setup(1).await;
+    s.mock.enqueue(lease(&s, 1, &["cat $PODDER_MOUNT_DATA_D/data.txt"], true));
+    let r = s.mock.wait_for("L1", "finish", finished).await;
+    assert!(system(&r).iter().any(|l| l.ends_with("(downloaded)")), "{r:#?}");
+    let mut s = shut_down(s).await;
+    // The stopped agent's last lease request may still wait in the mock and
+    // would take the next job: let it end first.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Leftovers of a crash.
+    let w = s.work.path().to_path_buf();
+    for d in ["cache/trees/.tmp-abc-1/x", "cache/staging/abc-1/chunks", "cache/trash/abc-1", "jobs/lease-old/code"] {
+        std::fs::create_dir_all(w.join(d)).unwrap();
+    }
+    let (tx, agent) = start_agent(&s.url, &w, 1, None);
+    (s.stop, s.agent) = (Some(tx), agent);
+    s.mock.enqueue(lease(&s, 2, &["cat $PODDER_MOUNT_DATA_D/data.txt"], true));
+    let r = s.mock.wait_for("L2", "finish", finished).await;
+    assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Succeeded, "{r:#?}");
+    assert!(stdout(&r).contains(&"dataset bytes".to_string()), "{r:#?}");
+    assert!(system(&r).iter().any(|l| l.ends_with("(cached)")), "{r:#?}");
+    assert_eq!(manifest_gets(&s, &s.data), 1);
+    assert!(!w.join("cache/trees/.tmp-abc-1").exists());
+    assert_eq!(std::fs::read_dir(w.join("cache/staging")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(w.join("cache/trash")).unwrap().count(), 0);
+    assert!(w.join("cache/index.json").is_file());
+    shut_down(s).await;
+}
+
+/// How long from handing out the lease until the job's command runs, for
+/// a job with a cached large input and for one with none: the input adds
+/// only a read-only bind (see `sandbox::tests`), so well under 50 ms.
+/// `ROUNDS=n` (default 5) runs more jobs of each kind; `--nocapture` shows
+/// the times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_input_barely_delays_the_start() {
+    let s = setup(1).await;
+    let big = dataset(&s.mock, "big", 512, 32 * 1024); // 16 MiB in 512 files
+    s.mock.enqueue(lease_on(&s, 1, "true", big));
+    assert_eq!(s.mock.wait_for("L1", "finish", finished).await.finish.unwrap().outcome, Outcome::Succeeded);
+    let now_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    let (mut cached, mut none) = (Vec::new(), Vec::new());
+    for round in 0..std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5u64) {
+        for with_input in [true, false] {
+            let n = 10 + 2 * round + u64::from(with_input);
+            let mut l = lease_on(&s, n, "date +%s%N", big);
+            if !with_input {
+                l.job.spec.inputs.clear();
+            }
+            let t0 = now_ns();
+            s.mock.enqueue(l);
+            let r = s.mock.wait_for(&format!("L{n}"), "finish", finished).await;
+            let started: i128 = stdout(&r).last().and_then(|l| l.trim().parse().ok()).expect("the start time");
+            let ms = (started - t0) as f64 / 1e6;
+            if with_input { cached.push(ms) } else { none.push(ms) }
+        }
+    }
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (c, n) = (min(&cached), min(&none));
+    eprintln!("job start: {c:.1} ms with a cached 16 MiB input, {n:.1} ms without (best of 5): {cached:?} {none:?}");
+    assert!(c - n < 50.0, "a cached input added {:.1} ms", c - n);
+    assert_eq!(manifest_gets(&s, &big), 1);
     shut_down(s).await;
 }

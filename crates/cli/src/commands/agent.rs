@@ -29,6 +29,7 @@ pub async fn run(a: AgentArgs) -> Result<i32> {
         sandbox: super::serve::parse_sandbox(&a.sandbox)?,
         stop_grace: Duration::from_secs(a.stop_grace),
         lease_wait_ms: 30_000,
+        cache_bytes: a.cache_bytes,
     };
     eprintln!("agent {name} pulling jobs from {server}");
     podder_agent::run_agent(client, config, super::shutdown_signal()).await?;

@@ -28,6 +28,9 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         admin: Some("demo".into()),
         slots: 2,
         sandbox: "auto".into(),
+        quota_bytes: None,
+        gc_grace: 3600,
+        cache_bytes: None,
     };
     let started = super::serve::start(&args).await?;
     let url = started.url.clone();
@@ -51,6 +54,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         sandbox: SandboxMode::Auto,
         stop_grace: Duration::from_secs(5),
         lease_wait_ms: 30_000,
+        cache_bytes: None,
     };
     let agent_task = tokio::spawn(podder_agent::run_agent(Client::new(&url, &token)?, agent, wait_stop(stop_rx)));
     println!("podder demo: server at {url}, data in {}", data_dir.display());

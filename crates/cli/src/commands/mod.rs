@@ -1,7 +1,13 @@
 //! One file per command; `dispatch` is the one exhaustive match.
 
+mod admin;
 mod agent;
 mod clone;
+mod data;
+mod data_delete;
+mod data_download;
+mod data_ls;
+mod data_upload;
 mod demo;
 mod init;
 mod login;
@@ -38,6 +44,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Output { job, download, path, json } => {
             output::run(&Ctx::connect().await?, &job, download, path.as_deref(), json).await
         }
+        Command::Data(d) => data::run(&Ctx::connect().await?, d).await,
+        Command::Admin(a) => admin::run(&Ctx::connect().await?, a).await,
     }
 }
 

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use podder_client::transfer;
-use podder_core::EntryKind;
 
 use crate::ctx::Ctx;
 use crate::{display, progress};
@@ -34,20 +33,7 @@ pub async fn run(ctx: &Ctx, job: &str, download: Option<PathBuf>, path: Option<&
             );
         }
         None if json => display::json(&manifest.entries)?,
-        None => {
-            let rows: Vec<Vec<String>> = manifest
-                .entries
-                .iter()
-                .map(|e| match &e.kind {
-                    EntryKind::File { mode, size, .. } => {
-                        vec![format!("{mode:o}"), display::bytes(*size), e.path.clone()]
-                    }
-                    EntryKind::Dir { .. } => vec!["dir".into(), "-".into(), format!("{}/", e.path)],
-                    EntryKind::Symlink { target } => vec!["link".into(), "-".into(), format!("{} -> {target}", e.path)],
-                })
-                .collect();
-            display::table(&["MODE", "SIZE", "PATH"], &rows);
-        }
+        None => display::entries(&manifest.entries),
     }
     Ok(0)
 }

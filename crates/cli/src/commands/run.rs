@@ -7,16 +7,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use podder_client::transfer;
 use podder_core::DataSpec;
 use podder_core::api::SubmitJob;
 use podder_core::refs::check_mounts;
-use podder_store::scan::{ScanOptions, scan_tree};
+use podder_store::scan::ScanOptions;
 
 use crate::args::RunArgs;
 use crate::ctx::Ctx;
-use crate::{display, progress};
+use crate::display;
 
 pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -102,12 +102,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
 /// Scans and uploads a code directory; prints a one-line summary on stderr.
 pub async fn upload_code(ctx: &Ctx, dir: PathBuf, max_bytes: u64) -> Result<transfer::UploadReport> {
     let opts = ScanOptions { respect_ignore: true, max_bytes: Some(max_bytes), threads: 0 };
-    let scan_dir = dir.clone();
-    let tree = tokio::task::spawn_blocking(move || scan_tree(&scan_dir, &opts))
-        .await?
-        .with_context(|| format!("snapshotting {}", dir.display()))?;
-    let bar = progress::TermBar::new("uploading code");
-    let report = transfer::upload_tree(&ctx.client, &tree, &bar).await?;
+    let (_, report) = super::data_upload::scan_and_upload(&ctx.client, &dir, &opts, "uploading code", true)
+        .await
+        .map_err(|e| match e.downcast::<podder_store::scan::ScanError>() {
+            Ok(e) => anyhow::Error::new(e).context(format!("snapshotting {}", dir.display())),
+            Err(e) => e,
+        })?;
     eprintln!(
         "code: {} files, {} (sent {} of {} chunks, {})",
         report.files,

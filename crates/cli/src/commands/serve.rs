@@ -38,9 +38,11 @@ pub async fn start(args: &ServeArgs) -> Result<Started> {
     })?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = Server::open(ServerConfig {
-        data_dir: data_dir.clone(),
         lease_ms: args.lease_timeout.max(1) * 1000,
         public_url: Some(url.clone()),
+        quota_bytes: args.quota_bytes,
+        gc_grace: Duration::from_secs(args.gc_grace),
+        ..ServerConfig::new(data_dir.clone())
     })
     .await?;
     let admin = admin_name(args.admin.as_deref());
@@ -101,6 +103,7 @@ pub async fn up(args: ServeArgs) -> Result<i32> {
         sandbox: parse_sandbox(&args.sandbox)?,
         stop_grace: Duration::from_secs(10),
         lease_wait_ms: 30_000,
+        cache_bytes: args.cache_bytes,
     };
     let client = Client::new(&url, &server.create_token(&admin, true).await?)?;
     let agent_task = tokio::spawn(podder_agent::run_agent(client, agent, super::shutdown_signal()));

@@ -1,7 +1,8 @@
 //! Creating, reading and stopping jobs.
 
-use podder_core::api::Job;
-use podder_core::{JobState, Name};
+use podder_core::api::{Input, Job};
+use podder_core::refs::Version;
+use podder_core::{JobState, Name, SourceRef};
 use sqlx::{Row, SqliteConnection};
 
 use super::SqliteStore;
@@ -65,9 +66,57 @@ pub(super) async fn create_job(s: &SqliteStore, new: NewJob) -> Result<JobRecord
     .bind(new.now)
     .fetch_one(&mut *tx)
     .await?;
+    for (position, input) in new.spec.inputs.iter().enumerate() {
+        link_input(&mut tx, id, position, input).await?;
+    }
     let record = load(&mut tx, id).await?;
     tx.commit().await?;
     Ok(record)
+}
+
+/// Records one input of a new job. A concrete dataset version must still
+/// exist with the manifest the input names: checked here, in the job's
+/// transaction, so a delete cannot slip between resolving and creating.
+async fn link_input(conn: &mut SqliteConnection, job_id: i64, position: usize, input: &Input) -> Result<()> {
+    let mut version_id = None;
+    if let Ok(SourceRef::Dataset { owner: Some(owner), name, version: Version::Number(n) }) = input.source.parse() {
+        let row = sqlx::query(
+            "SELECT v.id, v.manifest FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id
+             JOIN owners o ON o.id = d.owner_id
+             WHERE o.name = $1 AND d.name = $2 AND v.version = $3",
+        )
+        .bind(owner.as_str())
+        .bind(name.as_str())
+        .bind(i64::from(n))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let found = match row {
+            Some(row) => {
+                let manifest: String = row.try_get("manifest")?;
+                (manifest == input.manifest.to_hex()).then(|| row.try_get::<i64, _>("id")).transpose()?
+            }
+            None => None,
+        };
+        let Some(found) = found else {
+            return Err(MetaError::NotFound(format!(
+                "the dataset version {} no longer exists (it was deleted): submit the job again with a version \
+                 that exists; see `podder data versions {name}`",
+                input.source
+            )));
+        };
+        version_id = Some(found);
+    }
+    sqlx::query(
+        "INSERT INTO job_inputs (job_id, position, source, manifest, dataset_version_id) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(job_id)
+    .bind(position as i64)
+    .bind(&input.source)
+    .bind(input.manifest.to_hex())
+    .bind(version_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn get_job(s: &SqliteStore, owner: &Name, project: &Name, number: u64) -> Result<JobRecord> {

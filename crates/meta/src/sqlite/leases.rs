@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::SqliteStore;
 use super::jobs::{load, load_by_lease};
+use super::storage;
 use crate::{Claim, FinishJob, JobRecord, MetaError, Result};
 
 /// The states in which an agent holds a lease, as SQL.
@@ -104,21 +105,43 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
         }
         return Err(MetaError::lease_gone(lease_id));
     }
+    let mut output = finish.output;
+    let mut over_quota = None;
+    if let (Some(out), Some(quota)) = (output, finish.quota) {
+        let owner_id: i64 =
+            sqlx::query_scalar("SELECT p.owner_id FROM jobs j JOIN projects p ON p.id = j.project_id WHERE j.id = $1")
+                .bind(rec.id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        let owner = rec.job.job_ref.owner.clone().expect("stored jobs have an owner");
+        match storage::check_quota(&mut tx, owner_id, &owner, &out.to_hex(), finish.output_bytes, quota).await {
+            Ok(()) => {}
+            // The job is kept, failed, without the output; the agent is told why.
+            Err(MetaError::Quota(m)) => {
+                over_quota = Some(m);
+                output = None;
+                to = JobState::Failed;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let to = rec.job.state.transition(to)?;
-    let reason = match (&finish.reason, to) {
-        (Some(r), _) => Some(r.clone()),
-        (None, JobState::Stopped) if rec.stop_requested => Some("stopped by request".to_string()),
-        (None, _) => None,
+    let reason = match (over_quota, &finish.reason, to) {
+        (Some(q), _, _) => Some(q),
+        (None, Some(r), _) => Some(r.clone()),
+        (None, None, JobState::Stopped) if rec.stop_requested => Some("stopped by request".to_string()),
+        (None, None, _) => None,
     };
     sqlx::query(
-        "UPDATE jobs SET state = $2, exit_code = $3, output = $4, reason = $5, finished_at = $6,
+        "UPDATE jobs SET state = $2, exit_code = $3, output = $4, output_bytes = $5, reason = $6, finished_at = $7,
                 lease_expires_at = NULL
-         WHERE id = $1 AND state = $7",
+         WHERE id = $1 AND state = $8",
     )
     .bind(rec.id.0)
     .bind(to.as_str())
     .bind(finish.exit_code)
-    .bind(finish.output.map(|o| o.to_hex()))
+    .bind(output.map(|o| o.to_hex()))
+    .bind(output.map(|_| finish.output_bytes as i64))
     .bind(reason)
     .bind(finish.now)
     .bind(rec.job.state.as_str())

@@ -6,7 +6,10 @@ use sqlx::SqlitePool;
 use crate::{MetaError, Result};
 
 /// `(version, description, SQL)`, versions strictly increasing.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("migrations/0001_init.sql")),
+    (2, "datasets, job inputs, output sizes", include_str!("migrations/0002_datasets.sql")),
+];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
     sqlx::raw_sql(

@@ -6,22 +6,27 @@
 //! SQL is kept portable (`$N` parameters, `ON CONFLICT`, `RETURNING`) so a
 //! PostgreSQL backend can reuse most of it.
 
+mod datasets;
 mod jobs;
 mod leases;
 mod logs;
 mod migrations;
 mod owners;
 mod rows;
+mod storage;
 
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
-use podder_core::api::{Job, LogLine, Project};
-use podder_core::{JobState, Name};
+use podder_core::api::{Dataset, DatasetVersion, Job, LogLine, Project};
+use podder_core::refs::Version;
+use podder_core::{JobState, ManifestId, Name};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{Claim, FinishJob, JobId, JobRecord, MetaStore, NewJob, Owner, Result, TokenHash};
+use crate::{Claim, FinishJob, JobId, JobRecord, MetaStore, NewJob, NewVersion, Owner, Result, TokenHash};
 
 /// The metadata store in one SQLite file.
 #[derive(Clone, Debug)]
@@ -128,5 +133,37 @@ impl MetaStore for SqliteStore {
     }
     async fn read_logs(&self, job: JobId, from: u64, limit: u32) -> Result<Vec<LogLine>> {
         logs::read_logs(self, job, from, limit).await
+    }
+
+    async fn create_dataset(&self, owner: &Name, name: &Name, description: &str, now: i64) -> Result<Dataset> {
+        datasets::create_dataset(self, owner, name, description, now).await
+    }
+    async fn get_dataset(&self, owner: &Name, name: &Name) -> Result<Dataset> {
+        datasets::get_dataset(self, owner, name).await
+    }
+    async fn list_datasets(&self, owner: &Name) -> Result<Vec<Dataset>> {
+        datasets::list_datasets(self, owner).await
+    }
+    async fn delete_dataset(&self, owner: &Name, name: &Name) -> Result<()> {
+        datasets::delete_dataset(self, owner, name).await
+    }
+    async fn create_version(&self, new: NewVersion) -> Result<DatasetVersion> {
+        datasets::create_version(self, new).await
+    }
+    async fn list_versions(&self, owner: &Name, name: &Name) -> Result<Vec<DatasetVersion>> {
+        datasets::list_versions(self, owner, name).await
+    }
+    async fn get_version(&self, owner: &Name, name: &Name, version: Version) -> Result<DatasetVersion> {
+        datasets::get_version(self, owner, name, version).await
+    }
+    async fn delete_version(&self, owner: &Name, name: &Name, version: u32) -> Result<()> {
+        datasets::delete_version(self, owner, name, version).await
+    }
+
+    async fn usage(&self, owner: &Name) -> Result<u64> {
+        storage::usage(self, owner).await
+    }
+    async fn referenced_manifests(&self) -> Result<HashSet<ManifestId>> {
+        storage::referenced_manifests(self).await
     }
 }

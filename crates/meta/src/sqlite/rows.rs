@@ -1,6 +1,6 @@
 //! Turning rows into records, and the column lists they are read from.
 
-use podder_core::api::{Job, JobSpec, LogLine, Project, Stream};
+use podder_core::api::{Dataset, DatasetVersion, Job, JobSpec, LogLine, Project, Stream};
 use podder_core::{JobRef, JobState, ManifestId};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -26,6 +26,29 @@ macro_rules! project_select {
     };
 }
 pub(super) use project_select;
+
+/// The `SELECT ... FROM` part of every dataset query; `WHERE` follows.
+macro_rules! dataset_select {
+    () => {
+        "SELECT d.id, o.name AS owner, d.name, d.description, d.created_at,
+                (SELECT COUNT(*) FROM dataset_versions v WHERE v.dataset_id = d.id) AS versions,
+                (SELECT MAX(v.version) FROM dataset_versions v WHERE v.dataset_id = d.id) AS latest,
+                COALESCE((SELECT v.bytes FROM dataset_versions v WHERE v.dataset_id = d.id
+                          ORDER BY v.version DESC LIMIT 1), 0) AS bytes
+         FROM datasets d JOIN owners o ON o.id = d.owner_id "
+    };
+}
+pub(super) use dataset_select;
+
+/// The `SELECT ... FROM` part of every dataset version query; `WHERE` follows.
+macro_rules! version_select {
+    () => {
+        "SELECT v.id, o.name AS owner, d.name AS dataset, v.version, v.manifest, v.files, v.bytes, v.message,
+                v.source, v.created_at
+         FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id JOIN owners o ON o.id = d.owner_id "
+    };
+}
+pub(super) use version_select;
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
     MetaError::Internal(format!("stored {what} is unreadable: {e}"))
@@ -78,6 +101,38 @@ pub(super) fn project(row: &SqliteRow) -> Result<Project> {
         description: row.try_get("description")?,
         created_at: row.try_get("created_at")?,
         jobs: row.try_get::<i64, _>("last_job")? as u64,
+    })
+}
+
+pub(super) fn dataset(row: &SqliteRow) -> Result<Dataset> {
+    let owner: String = row.try_get("owner")?;
+    let name: String = row.try_get("name")?;
+    let latest: Option<i64> = row.try_get("latest")?;
+    Ok(Dataset {
+        owner: owner.parse().map_err(|e| corrupt("owner name", e))?,
+        name: name.parse().map_err(|e| corrupt("dataset name", e))?,
+        description: row.try_get("description")?,
+        created_at: row.try_get("created_at")?,
+        versions: row.try_get::<i64, _>("versions")? as u32,
+        latest: latest.map(|v| v as u32),
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+    })
+}
+
+pub(super) fn version(row: &SqliteRow) -> Result<DatasetVersion> {
+    let owner: String = row.try_get("owner")?;
+    let dataset: String = row.try_get("dataset")?;
+    let manifest: String = row.try_get("manifest")?;
+    Ok(DatasetVersion {
+        owner: owner.parse().map_err(|e| corrupt("owner name", e))?,
+        dataset: dataset.parse().map_err(|e| corrupt("dataset name", e))?,
+        version: row.try_get::<i64, _>("version")? as u32,
+        manifest: manifest.parse().map_err(|e| corrupt("manifest id", e))?,
+        files: row.try_get::<i64, _>("files")? as u64,
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+        message: row.try_get("message")?,
+        source: row.try_get("source")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 

@@ -66,8 +66,7 @@ pub(super) async fn job_lifecycle(store: &dyn MetaStore) {
     assert!(is_conflict(store.heartbeat("l-nope", 1).await));
 
     let output = ManifestId::of(b"out");
-    let done =
-        FinishJob { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(output), reason: None, now: 9000 };
+    let done = FinishJob { exit_code: Some(0), output: Some(output), output_bytes: 3, ..finish(Outcome::Succeeded) };
     let rec = store.finish_job("l-1", &done).await.unwrap();
     assert_eq!(rec.job.state, JobState::Succeeded);
     assert_eq!((rec.job.exit_code, rec.job.output, rec.job.finished_at), (Some(0), Some(output), Some(9000)));

@@ -11,9 +11,11 @@ use podder_core::{JobRef, JobState, ManifestId, Name, Outcome};
 
 use crate::{Claim, FinishJob, MetaError, MetaStore, NewJob, TokenHash};
 
+mod datasets;
 mod jobs;
 mod leases;
 
+use datasets::{datasets, mounts, storage};
 use jobs::{claims, job_lifecycle, job_numbers, stops};
 use leases::{lease_expiry, logs};
 
@@ -28,6 +30,9 @@ pub async fn run_all(store: &dyn MetaStore) {
     stops(store).await;
     lease_expiry(store).await;
     logs(store).await;
+    datasets(store).await;
+    mounts(store).await;
+    storage(store).await;
 }
 
 pub(super) fn name(s: &str) -> Name {
@@ -61,7 +66,7 @@ pub(super) fn line(seq: u64, text: &str) -> LogLine {
 }
 
 pub(super) fn finish(outcome: Outcome) -> FinishJob {
-    FinishJob { outcome, exit_code: Some(1), output: None, reason: None, now: 9000 }
+    FinishJob { outcome, exit_code: Some(1), output: None, output_bytes: 0, reason: None, quota: None, now: 9000 }
 }
 
 /// A project of its own for each check, so checks do not see each other's jobs.

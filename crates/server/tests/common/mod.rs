@@ -2,7 +2,7 @@
 //! it over HTTP the way the client and the agent do.
 #![allow(dead_code)]
 
-use podder_core::api::{ErrorBody, Lease, LeaseRequest, ManifestCommitted, SubmitJob, frames};
+use podder_core::api::{DatasetVersion, ErrorBody, Lease, LeaseRequest, ManifestCommitted, SubmitJob, frames};
 use podder_core::{ChunkId, Entry, EntryKind, Manifest, ManifestId};
 use podder_server::{Server, ServerConfig};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -25,9 +25,14 @@ impl TestServer {
     }
 
     pub async fn with_lease_ms(lease_ms: u64) -> TestServer {
+        TestServer::with_config(|c| c.lease_ms = lease_ms).await
+    }
+
+    /// A server whose configuration `f` adjusts (it starts on a temp dir).
+    pub async fn with_config(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path());
-        config.lease_ms = lease_ms;
+        f(&mut config);
         let server = Server::open(config).await.unwrap();
         let admin = server.ensure_admin("admin").await.unwrap().expect("first start makes an admin");
         assert!(server.ensure_admin("admin").await.unwrap().is_none(), "only the first start does");
@@ -64,6 +69,27 @@ impl TestServer {
     }
     pub fn post(&self, token: &str, path: &str) -> RequestBuilder {
         self.req(Method::POST, token, path)
+    }
+    pub fn delete(&self, token: &str, path: &str) -> RequestBuilder {
+        self.req(Method::DELETE, token, path)
+    }
+
+    pub async fn create_dataset(&self, token: &str, name: &str) {
+        let r = self.post(token, "/datasets").json(&serde_json::json!({ "name": name })).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    }
+
+    /// Makes a committed manifest the next version of `owner/name`.
+    pub async fn add_version(&self, token: &str, owner: &str, name: &str, manifest: ManifestId) -> Response {
+        let body = serde_json::json!({ "manifest": manifest, "message": "test" });
+        self.post(token, &format!("/datasets/{owner}/{name}/versions")).json(&body).send().await.unwrap()
+    }
+
+    /// Like `add_version`, expecting success; returns the version number.
+    pub async fn version(&self, token: &str, owner: &str, name: &str, manifest: ManifestId) -> u32 {
+        let r = self.add_version(token, owner, name, manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        r.json::<DatasetVersion>().await.unwrap().version
     }
 
     pub async fn create_project(&self, token: &str, name: &str) {
@@ -146,6 +172,14 @@ pub async fn error(r: Response) -> (StatusCode, ErrorBody) {
     let status = r.status();
     let body: ErrorBody = r.json().await.expect("errors have a JSON body");
     (status, body)
+}
+
+/// Asserts a status and an error message that contains `needle`.
+pub async fn assert_error(r: Response, status: StatusCode, needle: &str) -> ErrorBody {
+    let (got, body) = error(r).await;
+    assert_eq!(got, status, "{}", body.error);
+    assert!(body.error.contains(needle), "'{}' does not mention '{needle}'", body.error);
+    body
 }
 
 /// Asserts a 400 whose message contains `needle`.

@@ -154,8 +154,9 @@ fn unreadable_files_are_reported() {
     if File::open(r.join("secret")).is_ok() {
         // Running as root: permissions do not stop reads. A file that
         // vanishes between the walk and hashing is reported the same way.
-        let job = FileJob { rel: "gone".into(), abs: r.join("gone"), mode: 0o644, size: 1 };
-        let res = hash_files(&[job], 2);
+        let stat = crate::statcache::FileStat { size: 1, mtime_ns: 0, ctime_ns: 0, inode: 0, dev: 0 };
+        let job = FileJob { rel: "gone".into(), abs: r.join("gone"), mode: 0o644, size: 1, stat };
+        let res = hash_files(&[job], &[0], 2, &());
         assert!(res[0].is_err());
         return;
     }
@@ -187,4 +188,123 @@ fn empty_tree() {
     let tree = scan_tree(dir.path(), &ScanOptions::default()).unwrap();
     assert!(tree.manifest.entries.is_empty());
     assert!(tree.sources.is_empty());
+}
+
+/// Sets a file's mtime `secs_ago` seconds in the past.
+fn age(path: &Path, secs_ago: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+    File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+}
+
+fn file_chunks(tree: &ScannedTree, rel: &str) -> Vec<ChunkId> {
+    tree.manifest.entries.iter().find(|e| e.path == rel).unwrap().kind.clone_chunks()
+}
+
+#[test]
+fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("tree");
+    let cache = dir.path().join("cache/stat");
+    for i in 0..2000 {
+        put(&r, &format!("d{}/f{i}.txt", i % 20), format!("file number {i:05}").as_bytes(), 0o644);
+    }
+    let mut big = vec![0u8; 6 * 1024 * 1024];
+    getrandom::fill(&mut big).unwrap();
+    put(&r, "big.bin", &big, 0o644);
+    for e in fs::read_dir(&r).unwrap().flatten() {
+        if e.path().is_dir() {
+            fs::read_dir(e.path()).unwrap().flatten().for_each(|f| age(&f.path(), 3600));
+        } else {
+            age(&e.path(), 3600);
+        }
+    }
+
+    let first = scan_tree_with(&r, &opts(false), Some(&cache), &()).unwrap();
+    assert_eq!((first.stats.files, first.stats.cached_files, first.stats.hashed_files), (2001, 0, 2001));
+    assert!(first.stats.cache_error.is_none(), "{:?}", first.stats.cache_error);
+
+    // Unchanged: nothing is opened or read, and the result is the same.
+    let second = scan_tree_with(&r, &opts(false), Some(&cache), &()).unwrap();
+    assert_eq!((second.stats.cached_files, second.stats.hashed_files, second.stats.hashed_bytes), (2001, 0, 0));
+    assert_eq!(second.manifest, first.manifest);
+    assert_eq!(second.sources.len(), first.sources.len());
+    for (id, src) in &second.sources {
+        assert_eq!(ChunkId::of(&read_chunk(src).unwrap()), *id);
+    }
+
+    // Same size, new mtime: hashed again. Same size and the old mtime put
+    // back: the ctime still moved, so hashed again too.
+    let f1 = r.join("d1/f1.txt");
+    let f2 = r.join("d2/f2.txt");
+    let before = fs::metadata(&f2).unwrap().modified().unwrap();
+    fs::write(&f1, b"file number XXXXX").unwrap();
+    age(&f1, 1800);
+    fs::write(&f2, b"file number YYYYY").unwrap();
+    File::options().write(true).open(&f2).unwrap().set_modified(before).unwrap();
+    let third = scan_tree_with(&r, &opts(false), Some(&cache), &()).unwrap();
+    assert_eq!((third.stats.cached_files, third.stats.hashed_files), (1999, 2));
+    assert_eq!(file_chunks(&third, "d1/f1.txt"), vec![ChunkId::of(b"file number XXXXX")]);
+    assert_eq!(file_chunks(&third, "d2/f2.txt"), vec![ChunkId::of(b"file number YYYYY")]);
+
+    // A file modified just now is not trusted (nor stored) until it is older.
+    fs::write(r.join("d3/f3.txt"), b"file number ZZZZZ").unwrap();
+    for _ in 0..2 {
+        let t = scan_tree_with(&r, &opts(false), Some(&cache), &()).unwrap();
+        assert_eq!((t.stats.cached_files, t.stats.hashed_files), (2000, 1));
+        assert_eq!(file_chunks(&t, "d3/f3.txt"), vec![ChunkId::of(b"file number ZZZZZ")]);
+    }
+    // Without a cache file, everything is hashed, and a removed file drops out.
+    fs::remove_file(r.join("d4/f4.txt")).unwrap();
+    let t = scan_tree_with(&r, &opts(false), Some(&cache), &()).unwrap();
+    assert_eq!((t.stats.files, t.stats.hashed_files), (2000, 1));
+    assert_eq!(scan_tree(&r, &opts(false)).unwrap().stats.hashed_files, 2000);
+}
+
+#[derive(Default)]
+struct Recorder {
+    walked: std::sync::Mutex<(usize, u64)>,
+    chunks: std::sync::Mutex<Vec<ChunkRef>>,
+    done: std::sync::Mutex<(usize, u64)>,
+}
+
+impl ScanObserver for Recorder {
+    fn walked(&self, files: usize, bytes: u64) {
+        *self.walked.lock().unwrap() = (files, bytes);
+    }
+    fn chunks(&self, _path: &Path, chunks: &[ChunkRef], _cached: bool) {
+        self.chunks.lock().unwrap().extend_from_slice(chunks);
+    }
+    fn file_done(&self, size: u64, _cached: bool) {
+        let mut d = self.done.lock().unwrap();
+        d.0 += 1;
+        d.1 += size;
+    }
+}
+
+#[test]
+fn observer_sees_every_chunk_of_small_and_streamed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let mut big = vec![0u8; 9 * 1024 * 1024 + 3];
+    getrandom::fill(&mut big).unwrap();
+    put(r, "big.bin", &big, 0o644);
+    put(r, "small.txt", b"small", 0o644);
+    put(r, "empty", b"", 0o644);
+    let rec = Recorder::default();
+    let tree = scan_tree_with(r, &opts(false), None, &rec).unwrap();
+    assert_eq!(*rec.walked.lock().unwrap(), (3, big.len() as u64 + 5));
+    assert_eq!(*rec.done.lock().unwrap(), (3, big.len() as u64 + 5));
+    let seen: std::collections::BTreeSet<ChunkId> = rec.chunks.lock().unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(seen, tree.manifest.chunk_ids());
+    // Streamed and whole-buffer chunking cut the same way.
+    let want: Vec<ChunkId> = crate::chunker::chunk_bytes(&big).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(file_chunks(&tree, "big.bin"), want);
+
+    struct Stop;
+    impl ScanObserver for Stop {
+        fn stopped(&self) -> bool {
+            true
+        }
+    }
+    assert!(matches!(scan_tree_with(r, &opts(false), None, &Stop), Err(ScanError::Stopped)));
 }

@@ -1,7 +1,7 @@
 //! The walk half of scanning: which paths a tree holds, honoring ignore
 //! files, and what each one is (with every reason one cannot be stored).
 
-use std::fs::{self, File, FileType};
+use std::fs::{self, FileType};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -10,6 +10,7 @@ use ignore::WalkBuilder;
 use podder_core::{Entry, EntryKind};
 
 use super::IGNORE_FILE;
+use crate::statcache::FileStat;
 
 /// A regular file found by the walk, to be chunked.
 pub(super) struct FileJob {
@@ -17,6 +18,7 @@ pub(super) struct FileJob {
     pub(super) abs: PathBuf,
     pub(super) mode: u32,
     pub(super) size: u64,
+    pub(super) stat: FileStat,
 }
 
 #[derive(Default)]
@@ -77,9 +79,10 @@ fn add_entry(root: &Path, rel: &str, abs: &Path, out: &mut Walked) -> Result<(),
     if ft.is_dir() {
         out.entries.push(Entry { path: rel.to_string(), kind: EntryKind::Dir { mode } });
     } else if ft.is_file() {
-        // Opening now finds unreadable files before any hashing starts.
-        File::open(abs).map_err(|e| format!("cannot be read: {e}"))?;
-        out.files.push(FileJob { rel: rel.to_string(), abs: abs.to_path_buf(), mode, size: meta.len() });
+        // Whether it can be opened is checked later, only for the files the
+        // stat cache does not already know.
+        let stat = FileStat::of(&meta);
+        out.files.push(FileJob { rel: rel.to_string(), abs: abs.to_path_buf(), mode, size: meta.len(), stat });
     } else if ft.is_symlink() {
         let target = symlink_target(root, rel, abs)?;
         out.entries.push(Entry { path: rel.to_string(), kind: EntryKind::Symlink { target } });

@@ -1,0 +1,241 @@
+//! Uploading a directory while it is being scanned.
+//!
+//! The scan (on blocking threads) reports each file's chunks as they are
+//! cut; an asker task gathers them into large `missing` requests; what the
+//! server lacks goes to the reader thread and the senders of
+//! [`super::send_batches`]. So hashing, asking, reading and sending overlap.
+//!
+//! Chunks of files found in the stat cache were most likely uploaded by an
+//! earlier run, so they are asked about only after the scan, in large
+//! batches; and when every file came from the cache (an unchanged tree),
+//! not at all: the manifest is committed at once, and only if the server
+//! refuses it for missing chunks (an earlier run was interrupted) are they
+//! asked about and sent.
+//!
+//! Nothing is committed until the scan has ended without a problem and every
+//! chunk is on the server; a scan that fails stops the upload, and an upload
+//! that fails stops the scan.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use podder_core::ChunkId;
+use podder_store::scan::{ChunkRef, ChunkSource, ScanObserver, ScanOptions, ScannedTree, scan_tree_with};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Batch, Progress, SEND_BATCH_BYTES, UploadReport, send_batches, upload_tree};
+use crate::{Client, ClientError, Result};
+
+/// Ask as soon as this many new chunk ids are waiting...
+const ASK_IDS: usize = 8192;
+/// ...or this many bytes of new chunks (one request body's worth)...
+const ASK_BYTES: u64 = SEND_BATCH_BYTES as u64;
+/// ...or the oldest waiting id has waited this long.
+const ASK_AFTER: Duration = Duration::from_millis(20);
+/// Chunks of cached files are asked about after the scan, this many at once.
+const ASK_BATCH_DEFERRED: usize = 20_000;
+
+/// Feeds the scan's chunks to the asker, and its counts to the progress bar.
+struct Feed {
+    tx: mpsc::UnboundedSender<(Batch, bool)>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<dyn Progress>,
+    files_total: AtomicU64,
+    files_done: AtomicU64,
+}
+
+impl ScanObserver for Feed {
+    fn walked(&self, files: usize, bytes: u64) {
+        self.files_total.store(files as u64, Ordering::Relaxed);
+        self.progress.start(bytes);
+        self.progress.files(0, files as u64);
+    }
+
+    fn chunks(&self, path: &Path, chunks: &[ChunkRef], cached: bool) {
+        let batch: Batch = chunks
+            .iter()
+            .map(|r| (r.id, ChunkSource { path: path.to_path_buf(), offset: r.offset, len: r.len }))
+            .collect();
+        if self.tx.send((batch, cached)).is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn file_done(&self, _size: u64, _cached: bool) {
+        let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.progress.files(done, self.files_total.load(Ordering::Relaxed));
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Scans `root` and uploads what the server lacks as the scan goes, then
+/// commits the manifest. `stat_cache` is the stat cache file for `root`, if
+/// one is kept. Returns the scanned tree (with its scan statistics) and what
+/// was sent.
+pub async fn upload_dir(
+    client: &Client,
+    root: &Path,
+    opts: &ScanOptions,
+    stat_cache: Option<PathBuf>,
+    progress: Arc<dyn Progress>,
+) -> Result<(ScannedTree, UploadReport)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = Feed {
+        tx,
+        stop: stop.clone(),
+        progress: progress.clone(),
+        files_total: AtomicU64::new(0),
+        files_done: AtomicU64::new(0),
+    };
+    let (root_owned, opts) = (root.to_path_buf(), opts.clone());
+    // The feed (and with it the channel) is dropped when the scan returns.
+    let mut scan =
+        tokio::task::spawn_blocking(move || scan_tree_with(&root_owned, &opts, stat_cache.as_deref(), &feed));
+    let upload = send_all(client, rx, &*progress);
+    tokio::pin!(upload);
+
+    let scanned = tokio::select! {
+        scanned = &mut scan => scanned,
+        // The upload ends before the scan only when it failed.
+        sent = &mut upload => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = scan.await;
+            return Err(sent.err().unwrap_or_else(|| ClientError::Protocol("the upload ended early".into())));
+        }
+    };
+    let tree = match scanned {
+        Ok(Ok(tree)) => tree,
+        // Dropping `upload` cancels it: nothing of a failed scan is committed.
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(ClientError::Protocol(format!("the scan was cancelled: {e}"))),
+    };
+    let sent = upload.await?;
+    let mut report = UploadReport {
+        manifest: None,
+        files: tree.manifest.file_count(),
+        bytes_total: tree.manifest.total_size(),
+        chunks_total: sent.distinct,
+        chunks_sent: sent.chunks,
+        bytes_sent: sent.bytes,
+    };
+    match client.commit_manifest(&tree.manifest).await {
+        Ok(c) => {
+            progress.advance(sent.unasked_bytes);
+            report.manifest = Some(c.id);
+        }
+        // Chunks are missing: those not asked about (an unchanged tree whose
+        // earlier upload was interrupted), or one the server said it had is
+        // gone (a garbage collection ran meanwhile). Ask about everything,
+        // and send what the server lacks.
+        Err(e) if e.status() == Some(400) => {
+            let again = upload_tree(client, &tree, &*progress).await?;
+            report.chunks_sent += again.chunks_sent;
+            report.bytes_sent += again.bytes_sent;
+            report.manifest = again.manifest;
+        }
+        Err(e) => return Err(e),
+    }
+    progress.finish();
+    Ok((tree, report))
+}
+
+/// What [`send_all`] did.
+struct Sent {
+    /// Distinct chunks in the tree.
+    distinct: usize,
+    chunks: usize,
+    bytes: u64,
+    /// Bytes of the chunks never asked about (every file came from the stat
+    /// cache): they count as done once the manifest commits.
+    unasked_bytes: u64,
+}
+
+/// The asker: gathers new chunk ids from the scan, asks the server which it
+/// lacks in large batches, and hands those to the senders. Chunks of cached
+/// files wait for the end of the scan (see the module docs).
+async fn send_all(
+    client: &Client,
+    mut chunks: mpsc::UnboundedReceiver<(Batch, bool)>,
+    progress: &dyn Progress,
+) -> Result<Sent> {
+    let (tx, rx) = mpsc::channel::<Batch>(2);
+    let asking = async move {
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        let mut pending: Batch = Vec::new();
+        let mut pending_bytes = 0u64;
+        let mut deferred: Batch = Vec::new();
+        let mut hashed_any = false;
+        let mut deadline = Instant::now();
+        loop {
+            let next = if pending.is_empty() {
+                chunks.recv().await
+            } else {
+                match tokio::time::timeout_at(deadline, chunks.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        ask(client, std::mem::take(&mut pending), &tx, progress).await?;
+                        pending_bytes = 0;
+                        continue;
+                    }
+                }
+            };
+            let Some((batch, cached)) = next else { break };
+            hashed_any |= !cached;
+            for (id, src) in batch {
+                if !seen.insert(id) {
+                    // Another file already brought this chunk.
+                    progress.advance(u64::from(src.len));
+                } else if cached {
+                    deferred.push((id, src));
+                } else {
+                    if pending.is_empty() {
+                        deadline = Instant::now() + ASK_AFTER;
+                    }
+                    pending_bytes += u64::from(src.len);
+                    pending.push((id, src));
+                }
+            }
+            if pending.len() >= ASK_IDS || pending_bytes >= ASK_BYTES {
+                ask(client, std::mem::take(&mut pending), &tx, progress).await?;
+                pending_bytes = 0;
+            }
+        }
+        if !pending.is_empty() {
+            ask(client, pending, &tx, progress).await?;
+        }
+        let mut unasked_bytes = 0;
+        if hashed_any {
+            while !deferred.is_empty() {
+                let rest = deferred.split_off(deferred.len().min(ASK_BATCH_DEFERRED));
+                ask(client, std::mem::replace(&mut deferred, rest), &tx, progress).await?;
+            }
+        } else {
+            unasked_bytes = deferred.iter().map(|(_, s)| u64::from(s.len)).sum();
+        }
+        Ok::<_, ClientError>((seen.len(), unasked_bytes))
+    };
+    let ((distinct, unasked_bytes), (chunks, bytes)) = tokio::try_join!(asking, send_batches(client, rx, progress))?;
+    Ok(Sent { distinct, chunks, bytes, unasked_bytes })
+}
+
+/// One `missing` request; what the server has counts as done at once, what
+/// it lacks goes to the senders.
+async fn ask(client: &Client, batch: Batch, tx: &mpsc::Sender<Batch>, progress: &dyn Progress) -> Result<()> {
+    let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+    let missing: HashSet<ChunkId> = client.missing_chunks(ids).await?.into_iter().collect();
+    let (send, have): (Batch, Batch) = batch.into_iter().partition(|(id, _)| missing.contains(id));
+    progress.advance(have.iter().map(|(_, s)| u64::from(s.len)).sum());
+    if !send.is_empty() && tx.send(send).await.is_err() {
+        return Err(ClientError::Protocol("the upload stopped".into()));
+    }
+    Ok(())
+}
