@@ -78,10 +78,31 @@ fn body_error(e: io::Error) -> ApiError {
     ApiError::invalid(format!("the upload could not be read: {e}; send it again"))
 }
 
+/// How many chunks of one upload are hashed and written at once.
+const PUTS_IN_FLIGHT: usize = 4;
+
+type PutResult = Result<bool, podder_store::StoreError>;
+
+fn collect(done: Option<Result<PutResult, tokio::task::JoinError>>, out: &mut ChunksStored) -> ApiResult<()> {
+    match done {
+        Some(Ok(Ok(stored))) => {
+            out.stored += stored as u64;
+            Ok(())
+        }
+        Some(Ok(Err(podder_store::StoreError::Corrupt { expected, actual }))) => Err(ApiError::invalid(format!(
+            "chunk {expected} does not match its bytes (they hash to {actual}): the upload was corrupted, send it again"
+        ))),
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(ApiError::internal(format!("a chunk write failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
 async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<ChunksStored>> {
     let stream = body.into_data_stream().map_err(io::Error::other);
     let mut reader = StreamReader::new(stream);
     let mut out = ChunksStored { received: 0, stored: 0, bytes: 0 };
+    let mut puts = tokio::task::JoinSet::new();
     loop {
         let mut header = [0u8; frames::HEADER];
         match read_full(&mut reader, &mut header).await.map_err(body_error)? {
@@ -104,24 +125,29 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
         }
         state.counters.chunks_received.fetch_add(1, Ordering::Relaxed);
         state.counters.chunk_bytes_received.fetch_add(len as u64, Ordering::Relaxed);
-        let actual = ChunkId::of(&data);
-        if actual != id {
-            return Err(ApiError::invalid(format!(
-                "chunk {id} does not match its bytes (they hash to {actual}): the upload was corrupted, send it again"
-            )));
-        }
         out.received += 1;
         out.bytes += len as u64;
-        // Held per chunk, not per request, so a slow upload never holds up
-        // a garbage collection for long.
-        let hold = state.grace.hold().await;
-        let stored = state.store.put_chunk(id, Bytes::from(data)).await?;
-        state.grace.chunks([id]);
-        drop(hold);
-        if stored {
-            out.stored += 1;
-            state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
+        // Hashing (the store checks every chunk against its id), compressing
+        // and writing run on blocking threads while the next frames arrive.
+        if puts.len() >= PUTS_IN_FLIGHT {
+            collect(puts.join_next().await, &mut out)?;
         }
+        let st = state.clone();
+        puts.spawn(async move {
+            // Held per chunk, not per request, so a slow upload never holds
+            // up a garbage collection for long.
+            let hold = st.grace.hold().await;
+            let stored = st.store.put_chunk(id, Bytes::from(data)).await?;
+            st.grace.chunks([id]);
+            drop(hold);
+            if stored {
+                st.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(stored)
+        });
+    }
+    while let Some(done) = puts.join_next().await {
+        collect(Some(done), &mut out)?;
     }
     Ok(Json(out))
 }

@@ -10,9 +10,16 @@
 //!   failed write (disk full, ...) removes its temp file.
 //!
 //! Reads check the bytes against their id, so a damaged file is reported as
-//! [`StoreError::Corrupt`] instead of being served. By default each write is
-//! flushed to disk (file data, then the directory) before it returns;
-//! [`LocalStore::with_fsync`] turns that off for caches that can refetch.
+//! [`StoreError::Corrupt`] instead of being served.
+//!
+//! Durability is paid once per commit, not once per chunk: chunks are written
+//! without a flush (an fsync per chunk made uploads of many small files ten
+//! times slower), and putting a manifest first flushes the whole filesystem
+//! (`syncfs`), then writes and flushes the manifest. So once a manifest is
+//! stored, every chunk written before it is on disk too — and the server
+//! accepts a manifest only when its chunks are present. A chunk lost to a
+//! crash before any commit is simply uploaded again (reads verify hashes).
+//! [`LocalStore::with_fsync`] turns all flushing off for caches that can refetch.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -92,7 +99,7 @@ impl LocalStore {
             return Ok(false);
         }
         let compressed = zstd::bulk::compress(data, ZSTD_LEVEL)?;
-        self.write_atomic(&path, &compressed)?;
+        self.write_atomic(&path, &compressed, false)?;
         Ok(true)
     }
 
@@ -135,7 +142,11 @@ impl LocalStore {
         check_manifest(id, bytes)?;
         let path = self.manifest_path(&id);
         if !exists(&path)? {
-            self.write_atomic(&path, bytes)?;
+            if self.fsync {
+                let root = File::open(&self.dirs.tmp).map_err(|e| at(&self.dirs.tmp, e))?;
+                rustix::fs::syncfs(&root).map_err(|e| at(&self.dirs.tmp, e.into()))?;
+            }
+            self.write_atomic(&path, bytes, self.fsync)?;
         }
         Ok(())
     }
@@ -152,13 +163,13 @@ impl LocalStore {
 
     /// Writes `bytes` to a fresh temp file and renames it to `dest`. On any
     /// error the temp file is removed and `dest` is untouched.
-    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn write_atomic(&self, dest: &Path, bytes: &[u8], flush: bool) -> io::Result<()> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let salt = getrandom::u64().unwrap_or(0);
         let tmp = TmpFile(self.dirs.tmp.join(format!("{}.{n}.{salt:016x}", std::process::id())));
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp.0).map_err(|e| at(&tmp.0, e))?;
         f.write_all(bytes).map_err(|e| at(&tmp.0, e))?;
-        if self.fsync {
+        if flush {
             f.sync_data().map_err(|e| at(&tmp.0, e))?;
         }
         drop(f);
@@ -166,7 +177,7 @@ impl LocalStore {
         fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
         fs::rename(&tmp.0, dest).map_err(|e| at(dest, e))?;
         std::mem::forget(tmp);
-        if self.fsync {
+        if flush {
             File::open(parent).and_then(|d| d.sync_all()).map_err(|e| at(parent, e))?;
         }
         Ok(())

@@ -76,13 +76,15 @@ pub enum ScanError {
         human(*limit)
     )]
     TooLarge { size: u64, limit: u64 },
-    #[error("{}", problems_message(.0))]
-    Problems(Vec<String>),
+    /// Every path that cannot be stored, each with why; `ignore_files`
+    /// says whether the scan honoured ignore files (the way out it suggests).
+    #[error("{}", problems_message(problems, *ignore_files))]
+    Problems { problems: Vec<String>, ignore_files: bool },
     #[error("the scan was stopped before it ended")]
     Stopped,
 }
 
-fn problems_message(problems: &[String]) -> String {
+fn problems_message(problems: &[String], ignore_files: bool) -> String {
     let mut s = format!(
         "nothing was uploaded: {} path{} in the tree cannot be stored:",
         problems.len(),
@@ -92,7 +94,11 @@ fn problems_message(problems: &[String]) -> String {
         s.push_str("\n  ");
         s.push_str(p);
     }
-    s.push_str(&format!("\nfix them, or exclude them in {IGNORE_FILE} (same syntax as .gitignore)"));
+    if ignore_files {
+        s.push_str(&format!("\nfix them, or exclude them in {IGNORE_FILE} (same syntax as .gitignore)"));
+    } else {
+        s.push_str("\nfix or remove them, then run the command again");
+    }
     s
 }
 
@@ -164,7 +170,7 @@ pub fn scan_tree_with(
     let mut walked = walk(&canon, opts.respect_ignore);
     if !walked.problems.is_empty() {
         walked.problems.sort();
-        return Err(ScanError::Problems(walked.problems));
+        return Err(ScanError::Problems { problems: walked.problems, ignore_files: opts.respect_ignore });
     }
     let size: u64 = walked.files.iter().map(|f| f.size).sum();
     if let Some(limit) = opts.max_bytes
@@ -185,7 +191,7 @@ pub fn scan_tree_with(
         .collect();
     if !problems.is_empty() {
         problems.sort();
-        return Err(ScanError::Problems(problems));
+        return Err(ScanError::Problems { problems, ignore_files: opts.respect_ignore });
     }
     observer.walked(walked.files.len(), size);
     let mut stats = ScanStats { files: walked.files.len(), ..ScanStats::default() };
@@ -218,7 +224,7 @@ pub fn scan_tree_with(
     }
     if !problems.is_empty() {
         problems.sort();
-        return Err(ScanError::Problems(problems));
+        return Err(ScanError::Problems { problems, ignore_files: opts.respect_ignore });
     }
     let mut sources = HashMap::new();
     let mut cache = StatCache::default();
@@ -239,7 +245,9 @@ pub fn scan_tree_with(
         stats.cache_error = cache.save(f, &canon).err().map(|e| format!("{}: {e}", f.display()));
     }
     let manifest = Manifest::new(walked.entries);
-    manifest.validate().map_err(|e| ScanError::Problems(vec![e.to_string()]))?;
+    manifest
+        .validate()
+        .map_err(|e| ScanError::Problems { problems: vec![e.to_string()], ignore_files: opts.respect_ignore })?;
     Ok(ScannedTree { manifest, sources, stats })
 }
 

@@ -38,7 +38,7 @@ fn failed_write_leaves_no_file() {
     // The temp file is written, then placing it fails: its "directory" is a file.
     let blocker = dir.path().join("chunks").join("zz");
     fs::write(&blocker, b"").unwrap();
-    let err = store.write_atomic(&blocker.join("obj"), b"data").unwrap_err();
+    let err = store.write_atomic(&blocker.join("obj"), b"data", true).unwrap_err();
     assert!(err.to_string().contains("zz"), "{err}");
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 }

@@ -22,7 +22,7 @@ fn opts(respect_ignore: bool) -> ScanOptions {
 }
 
 fn problems(err: ScanError) -> String {
-    assert!(matches!(err, ScanError::Problems(_)), "{err}");
+    assert!(matches!(err, ScanError::Problems { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("nothing was uploaded"), "{msg}");
     msg
