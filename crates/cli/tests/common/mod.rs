@@ -20,10 +20,16 @@ pub struct Cluster {
 impl Cluster {
     /// A server with a short lease timeout (seconds), and no agent yet.
     pub fn server_only(lease_secs: u64) -> Cluster {
+        Cluster::server_only_with(lease_secs, &[])
+    }
+
+    /// [`Cluster::server_only`] with more `podder server` flags.
+    pub fn server_only_with(lease_secs: u64, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("home")).unwrap();
         let mut server = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--lease-timeout", &lease_secs.to_string(), "--admin", "alice"])
+            .args(extra)
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
             .env("HOME", tmp.path().join("home"))

@@ -102,14 +102,19 @@ pub async fn upload_dir(
     let upload = send_all(client, rx, &*progress);
     tokio::pin!(upload);
 
-    let scanned = tokio::select! {
-        scanned = &mut scan => scanned,
-        // The upload ends before the scan only when it failed.
-        sent = &mut upload => {
-            stop.store(true, Ordering::Relaxed);
-            let _ = scan.await;
-            return Err(sent.err().unwrap_or_else(|| ClientError::Protocol("the upload ended early".into())));
-        }
+    let (scanned, early) = tokio::select! {
+        scanned = &mut scan => (scanned, None),
+        sent = &mut upload => match sent {
+            // The scan still runs (it holds the channel open), so this is a
+            // failed upload: stop the scan, and report why.
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = scan.await;
+                return Err(e);
+            }
+            // Both ended at once.
+            Ok(sent) => (scan.await, Some(sent)),
+        },
     };
     let tree = match scanned {
         Ok(Ok(tree)) => tree,
@@ -118,7 +123,10 @@ pub async fn upload_dir(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => return Err(ClientError::Protocol(format!("the scan was cancelled: {e}"))),
     };
-    let sent = upload.await?;
+    let sent = match early {
+        Some(sent) => sent,
+        None => upload.await?,
+    };
     let mut report = UploadReport {
         manifest: None,
         files: tree.manifest.file_count(),
