@@ -5,9 +5,12 @@
 //! - `chunks/ab/<hex>`: a chunk, zstd-compressed, named by the BLAKE3 hex
 //!   digest of its uncompressed bytes (`ab` = the first two hex digits);
 //! - `manifests/ab/<hex>`: a manifest's canonical JSON bytes, as sent;
-//! - `tmp/`: files being written. Every write goes to a fresh file here and
-//!   is then renamed into place, so a reader never sees a partial object; a
-//!   failed write (disk full, ...) removes its temp file.
+//! - objects are written as unnamed files (`O_TMPFILE`) in their shard
+//!   directory and linked into place once complete, so a reader never sees a
+//!   partial object and a crash or a failed write (disk full, ...) leaves
+//!   nothing behind;
+//! - `tmp/`: the fallback on file systems without `O_TMPFILE`: a fresh file
+//!   here, renamed into place (removed on failure).
 //!
 //! Reads check the bytes against their id, so a damaged file is reported as
 //! [`StoreError::Corrupt`] instead of being served.
@@ -164,6 +167,12 @@ impl LocalStore {
     /// Writes `bytes` to a fresh temp file and renames it to `dest`. On any
     /// error the temp file is removed and `dest` is untouched.
     fn write_atomic(&self, dest: &Path, bytes: &[u8], flush: bool) -> io::Result<()> {
+        let parent = dest.parent().expect("objects live in a shard directory");
+        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
+        match write_unnamed(parent, dest, bytes, flush) {
+            Err(e) if unnamed_unsupported(&e) => {}
+            other => return other,
+        }
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let salt = getrandom::u64().unwrap_or(0);
         let tmp = TmpFile(self.dirs.tmp.join(format!("{}.{n}.{salt:016x}", std::process::id())));
@@ -173,8 +182,6 @@ impl LocalStore {
             f.sync_data().map_err(|e| at(&tmp.0, e))?;
         }
         drop(f);
-        let parent = dest.parent().expect("objects live in a shard directory");
-        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
         fs::rename(&tmp.0, dest).map_err(|e| at(dest, e))?;
         std::mem::forget(tmp);
         if flush {
@@ -182,6 +189,36 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// The file system cannot make unnamed files: fall back to `tmp/` + rename.
+fn unnamed_unsupported(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL].iter().any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
+/// Writes an unnamed file in `dir` (`O_TMPFILE`) and links it at `dest`:
+/// nothing is visible until the link, and a crash leaves nothing behind. It
+/// also avoids every writer contending on one shared temp directory. An
+/// existing `dest` (the same content, stored by someone else) is success.
+fn write_unnamed(dir: &Path, dest: &Path, bytes: &[u8], flush: bool) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+    let fd = rustix::fs::open(dir, OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_bits_truncate(0o644))
+        .map_err(io::Error::from)?;
+    let mut f = File::from(fd);
+    f.write_all(bytes).map_err(|e| at(dir, e))?;
+    if flush {
+        f.sync_data().map_err(|e| at(dir, e))?;
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
+    match rustix::fs::linkat(CWD, proc_path.as_str(), CWD, dest, AtFlags::SYMLINK_FOLLOW) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(at(dest, e.into())),
+    }
+    if flush {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| at(dir, e))?;
+    }
+    Ok(())
 }
 
 /// A temp file that is removed when dropped (i.e. unless the write succeeded
