@@ -119,8 +119,8 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
                 "chunk {id} is {len} bytes, more than the server's limit of {max} bytes: cut files into smaller chunks"
             )));
         }
-        let mut data = vec![0u8; len];
-        if read_full(&mut reader, &mut data).await.map_err(body_error)? < len {
+        let mut data = Vec::with_capacity(len);
+        if (&mut reader).take(len as u64).read_to_end(&mut data).await.map_err(body_error)? < len {
             return Err(ApiError::invalid(format!("the upload ended inside chunk {id}: send it again")));
         }
         state.counters.chunks_received.fetch_add(1, Ordering::Relaxed);
