@@ -81,30 +81,16 @@ pub(super) async fn create_dataset(
     description: &str,
     now: i64,
 ) -> Result<Dataset> {
-    let created = sqlx::query(
+    super::owners::insert_owned(
+        s,
         "INSERT INTO datasets (owner_id, name, description, next_version, created_at)
          SELECT id, $2, $3, 1, $4 FROM owners WHERE name = $1
          ON CONFLICT (owner_id, name) DO NOTHING
          RETURNING id",
+        (owner, name, description, now),
+        || format!("dataset {owner}/{name} already exists: upload a new version to it, or choose another name"),
     )
-    .bind(owner.as_str())
-    .bind(name.as_str())
-    .bind(description)
-    .bind(now)
-    .fetch_optional(&s.writer)
     .await?;
-    if created.is_none() {
-        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM owners WHERE name = $1")
-            .bind(owner.as_str())
-            .fetch_optional(&s.writer)
-            .await?;
-        return Err(match known {
-            None => MetaError::NotFound(format!("there is no owner '{owner}': create a token for it first")),
-            Some(_) => MetaError::Conflict(format!(
-                "dataset {owner}/{name} already exists: upload a new version to it, or choose another name"
-            )),
-        });
-    }
     Ok(Dataset {
         owner: owner.clone(),
         name: name.clone(),

@@ -66,6 +66,35 @@ pub(super) async fn owner_by_token(s: &SqliteStore, hash: &TokenHash) -> Result<
     Ok(Some(Owner { name, admin: row.try_get("admin")? }))
 }
 
+/// Runs an `INSERT ... SELECT id, $2, $3, .., $4 FROM owners WHERE name = $1
+/// ON CONFLICT DO NOTHING RETURNING id` for something an owner names (a
+/// project, a dataset); tells a missing owner from a taken name.
+pub(super) async fn insert_owned(
+    s: &SqliteStore,
+    sql: &'static str,
+    (owner, name, description, now): (&Name, &Name, &str, i64),
+    conflict: impl FnOnce() -> String,
+) -> Result<i64> {
+    let created: Option<i64> = sqlx::query_scalar(sql)
+        .bind(owner.as_str())
+        .bind(name.as_str())
+        .bind(description)
+        .bind(now)
+        .fetch_optional(&s.writer)
+        .await?;
+    if let Some(id) = created {
+        return Ok(id);
+    }
+    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM owners WHERE name = $1")
+        .bind(owner.as_str())
+        .fetch_optional(&s.writer)
+        .await?;
+    Err(match known {
+        None => owner_missing(owner),
+        Some(_) => MetaError::Conflict(conflict()),
+    })
+}
+
 pub(super) async fn create_project(
     s: &SqliteStore,
     owner: &Name,
@@ -73,30 +102,16 @@ pub(super) async fn create_project(
     description: &str,
     now: i64,
 ) -> Result<Project> {
-    let created = sqlx::query(
+    insert_owned(
+        s,
         "INSERT INTO projects (owner_id, name, description, last_job, created_at)
          SELECT id, $2, $3, 0, $4 FROM owners WHERE name = $1
          ON CONFLICT (owner_id, name) DO NOTHING
          RETURNING id",
+        (owner, name, description, now),
+        || format!("the project {owner}/{name} already exists: use it, or choose another name"),
     )
-    .bind(owner.as_str())
-    .bind(name.as_str())
-    .bind(description)
-    .bind(now)
-    .fetch_optional(&s.writer)
     .await?;
-    if created.is_none() {
-        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM owners WHERE name = $1")
-            .bind(owner.as_str())
-            .fetch_optional(&s.writer)
-            .await?;
-        return Err(match known {
-            None => owner_missing(owner),
-            Some(_) => MetaError::Conflict(format!(
-                "the project {owner}/{name} already exists: use it, or choose another name"
-            )),
-        });
-    }
     Ok(Project {
         owner: owner.clone(),
         name: name.clone(),
