@@ -9,8 +9,11 @@ use crate::error::{Error, invalid};
 
 /// Paths a job owns itself; no input may be mounted at or under them.
 pub const RESERVED: [&str; 2] = ["/code", "/output"];
-/// System paths that the sandbox provides; mounting over them breaks the job.
-const SYSTEM: [&str; 8] = ["/proc", "/dev", "/usr", "/bin", "/lib", "/lib64", "/etc", "/tmp"];
+/// System paths that the sandbox provides read-only (or as its own); mounting
+/// over or under them breaks the job, or fails because the sandbox cannot
+/// create a mount point inside a read-only directory.
+const SYSTEM: [&str; 11] =
+    ["/proc", "/dev", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/tmp"];
 
 /// An absolute, normalized path inside a job where an input is mounted.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
@@ -114,7 +117,7 @@ mod tests {
     fn mount_paths() {
         assert_eq!("/data/x/".parse::<MountPath>().unwrap().as_str(), "/data/x");
         assert_eq!("//data//x".parse::<MountPath>().unwrap().as_str(), "/data/x");
-        for bad in ["data", "/", "/code", "/code/x", "/output", "/a/../b", "/proc/x", "/a:b"] {
+        for bad in ["data", "/", "/code", "/code/x", "/output", "/a/../b", "/proc/x", "/a:b", "/opt/x", "/sbin"] {
             assert!(bad.parse::<MountPath>().is_err(), "{bad}");
         }
         assert!(!"/codex".parse::<MountPath>().unwrap().overlaps(&"/code2".parse().unwrap()));
