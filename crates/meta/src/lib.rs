@@ -124,4 +124,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// and output, and each dataset version. What is not here may be
     /// collected as garbage.
     async fn referenced_manifests(&self) -> Result<HashSet<ManifestId>>;
+
+    // --- manifest readers ---
+
+    /// Lets `owner` read `manifests` (idempotent: a grant held is kept).
+    /// `NotFound` when the owner does not exist.
+    async fn grant_manifests(&self, owner: &Name, manifests: &[ManifestId]) -> Result<()>;
+    /// Whether `owner` was granted `manifest` (false for an unknown owner).
+    /// Admins read every manifest; that rule is the server's, not checked here.
+    async fn may_read_manifest(&self, owner: &Name, manifest: ManifestId) -> Result<bool>;
 }

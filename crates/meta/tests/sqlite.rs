@@ -34,13 +34,15 @@ async fn a_database_of_the_first_schema_is_upgraded_with_its_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
     let (code, output) = (ManifestId::of(b"old code"), ManifestId::of(b"old output"));
+    let input = ManifestId::of(b"old input");
     {
         // What a server of the first release left behind: schema 1, one finished job.
         let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
         sqlx::raw_sql(include_str!("../src/sqlite/migrations/0001_init.sql")).execute(&pool).await.unwrap();
         let spec = serde_json::json!({
-            "code": code, "command": ["true"], "setup": [], "params": {}, "inputs": [], "env": null,
+            "code": code, "command": ["true"], "setup": [], "params": {}, "env": null,
+            "inputs": [{ "source": "old/p#0", "manifest": input, "mount": "/data/old" }],
             "timeout_secs": null, "retries": 0, "queue": "default"
         });
         sqlx::raw_sql(
@@ -70,6 +72,9 @@ async fn a_database_of_the_first_schema_is_upgraded_with_its_jobs() {
     assert_eq!(job.job.output, Some(output));
     let refs = store.referenced_manifests().await.unwrap();
     assert!(refs.contains(&code) && refs.contains(&output));
+    assert!(store.may_read_manifest(&old, code).await.unwrap(), "the upgrade grants a job's code to its owner");
+    assert!(store.may_read_manifest(&old, output).await.unwrap(), "and its output");
+    assert!(store.may_read_manifest(&old, input).await.unwrap(), "and its inputs");
     assert_eq!(store.usage(&old).await.unwrap(), 0, "outputs of the first schema have no recorded size");
     store.create_dataset(&old, &"d".parse().unwrap(), "", 2).await.unwrap();
     let v = podder_meta::NewVersion {

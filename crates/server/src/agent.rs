@@ -167,6 +167,11 @@ async fn finish(
         now: now_ms(),
     };
     let rec = state.meta.finish_job(&lease_id, &finish).await?;
+    if let (Some(out), Some(owner)) = (rec.job.output, rec.job.job_ref.owner.as_ref()) {
+        // After the finish: a resent finish (the agent retries on errors)
+        // grants again, so a failure here is not lost.
+        state.meta.grant_manifests(owner, &[out]).await?;
+    }
     state.job_changed(&rec);
     if rec.job.state != JobState::Succeeded {
         tracing::info!(job = %rec.job.job_ref, state = %rec.job.state, "job ended");

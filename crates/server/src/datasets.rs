@@ -19,7 +19,7 @@ use podder_meta::{MetaError, NewVersion};
 
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult, Json, Path};
-use crate::manifests::load_manifest;
+use crate::manifests::{load_manifest, may_read};
 use crate::state::{AppState, now_ms};
 
 pub fn routes() -> Router<AppState> {
@@ -102,8 +102,9 @@ async fn versions(
     Ok(Json(state.meta.list_versions(&owner, &name).await.map_err(|e| auth::hide_dataset(e, &owner, &name))?))
 }
 
-/// Adds a committed manifest as the dataset's next version. Call it under
-/// `grace.hold()`, after checking that the manifest is committed.
+/// Adds a committed manifest as the dataset's next version, and lets the
+/// dataset's owner read it. Call it under `grace.hold()`, after checking
+/// that the manifest is committed and that the caller may read it.
 async fn add_version(
     state: &AppState,
     owner: &Name,
@@ -124,6 +125,7 @@ async fn add_version(
         quota: state.config.quota_bytes,
         now: now_ms(),
     };
+    state.meta.grant_manifests(owner, &[manifest]).await?;
     let version = state.meta.create_version(new).await.map_err(|e| auth::hide_dataset(e, owner, name))?;
     tracing::info!(dataset = %format!("{owner}/{name}@{}", version.version), "dataset version created");
     Ok(version)
@@ -137,7 +139,9 @@ async fn create_version(
 ) -> ApiResult<(StatusCode, Json<DatasetVersion>)> {
     auth::dataset(&state, &caller, &owner, &name).await?;
     let _hold = state.grace.hold().await;
-    if !state.store.has_manifest(req.manifest).await? {
+    // A manifest the caller was not granted looks uncommitted, so naming
+    // another owner's manifest id does not make it this dataset's.
+    if !may_read(&state, &caller, req.manifest).await? || !state.store.has_manifest(req.manifest).await? {
         return Err(ApiError::invalid(format!(
             "manifest {} is not committed on this server: upload its chunks and commit it first",
             req.manifest

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::manifests::may_read;
 use crate::resolve;
 use crate::state::{AppState, now_ms};
 
@@ -62,7 +63,9 @@ async fn build_spec(state: &AppState, caller: &Caller, req: SubmitJob) -> ApiRes
     check_queue(&queue)?;
     let data = req.data.iter().map(|d| d.parse::<DataSpec>()).collect::<Result<Vec<_>, _>>()?;
     podder_core::refs::check_mounts(data.iter().map(|d| &d.mount))?;
-    if !state.store.has_manifest(code).await? {
+    // A code snapshot the caller was not granted looks uncommitted: naming
+    // another owner's manifest id must not make it the job owner's.
+    if !may_read(state, caller, code).await? || !state.store.has_manifest(code).await? {
         return Err(ApiError::invalid(format!(
             "the code snapshot {code} is not committed on this server: upload it and commit its manifest first"
         )));
@@ -84,8 +87,13 @@ async fn build_spec(state: &AppState, caller: &Caller, req: SubmitJob) -> ApiRes
     })
 }
 
-/// Creates a queued job and wakes the agents of its queue.
+/// Lets the job's owner read its code and inputs, creates the queued job
+/// and wakes the agents of its queue. (A grant left by a failed create is
+/// harmless: the spec was built from manifests the caller may read.)
 async fn enqueue(state: &AppState, new: NewJob) -> ApiResult<JobRecord> {
+    let spec = &new.spec;
+    let manifests: Vec<_> = std::iter::once(spec.code).chain(spec.inputs.iter().map(|i| i.manifest)).collect();
+    state.meta.grant_manifests(&new.owner, &manifests).await?;
     let rec = state.meta.create_job(new).await?;
     state.queues.wake(&rec.job.spec.queue);
     Ok(rec)

@@ -1,6 +1,13 @@
 //! `/manifests`: committing a manifest once every chunk it names is stored,
 //! and reading one back.
 //!
+//! A manifest lists another owner's paths, sizes and chunk ids, so reading
+//! one needs a grant (`MetaStore::grant_manifests`): committing it, a job
+//! that uses it (code, inputs, output) or a dataset version of it grants it
+//! to the owner concerned. Admins read every manifest. Anyone else asking
+//! for a manifest they were not granted gets exactly the answer for a
+//! missing one, so ids do not reveal what is stored.
+//!
 //! A commit body may be at most `max_manifest_bytes` and list at most
 //! `max_manifest_entries` entries (413 otherwise). Committing holds the
 //! garbage collector's shared lock and remembers the manifest for the grace
@@ -19,6 +26,7 @@ use podder_core::api::ManifestCommitted;
 use podder_core::{Manifest, ManifestId};
 use podder_store::StoreError;
 
+use crate::auth::Caller;
 use crate::chunks::absent;
 use crate::error::{ApiError, ApiResult, Json, Path};
 use crate::state::AppState;
@@ -38,13 +46,22 @@ pub async fn store_manifest(state: &AppState, manifest: &Manifest) -> ApiResult<
     Ok(id)
 }
 
+/// The answer for a manifest that is missing, or that the caller may not read.
+fn not_stored(id: ManifestId) -> ApiError {
+    ApiError::not_found(format!("manifest {id} is not stored on this server: commit it first"))
+}
+
 async fn manifest_bytes(state: &AppState, id: ManifestId) -> ApiResult<Bytes> {
     state.store.get_manifest(id).await.map_err(|e| match e {
-        StoreError::NotFound(_) => {
-            ApiError::not_found(format!("manifest {id} is not stored on this server: commit it first"))
-        }
+        StoreError::NotFound(_) => not_stored(id),
         e => e.into(),
     })
+}
+
+/// Whether the caller may read (and so build on) manifest `id`: admins
+/// always, others with a grant. Says nothing about whether it is stored.
+pub async fn may_read(state: &AppState, caller: &Caller, id: ManifestId) -> ApiResult<bool> {
+    Ok(caller.admin || state.meta.may_read_manifest(&caller.owner, id).await?)
 }
 
 /// Reads a committed manifest.
@@ -81,7 +98,12 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResul
     Ok(buf)
 }
 
-async fn commit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Json<ManifestCommitted>> {
+async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<ManifestCommitted>> {
     let body = read_limited(&headers, body, state.config.max_manifest_bytes).await?;
     let manifest: Manifest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not a valid manifest: {e}")))?;
@@ -104,11 +126,15 @@ async fn commit(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         )));
     }
     let id = store_manifest(&state, &manifest).await?;
+    state.meta.grant_manifests(&caller.owner, &[id]).await?;
     Ok(Json(ManifestCommitted { id, files: manifest.file_count() as u64, bytes: manifest.total_size() }))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let id: ManifestId = id.parse()?;
+    if !may_read(&state, &caller, id).await? {
+        return Err(not_stored(id));
+    }
     let bytes = manifest_bytes(&state, id).await?;
     Ok(([(CONTENT_TYPE, "application/json")], bytes))
 }

@@ -251,3 +251,52 @@ async fn shutdown_answers_open_long_polls() {
     assert_eq!(poll.await.unwrap(), StatusCode::NO_CONTENT);
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_manifest_is_read_only_by_owners_it_was_granted_to() {
+    use podder_core::api::Finish;
+    use podder_core::{ManifestId, Outcome};
+
+    let ts = TestServer::start().await;
+    let (alice, bob, admin) = (ts.token("alice").await, ts.token("bob").await, ts.admin.clone());
+    let get = |token: &str, id: ManifestId| ts.get(token, &format!("/manifests/{id}")).send();
+    // The answer for a manifest that does not exist at all, to compare with.
+    let missing = ManifestId::of(b"never committed");
+    let (status, absent) = error(get(&bob, missing).await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let hidden = |id: ManifestId| absent.error.replace(&missing.to_string(), &id.to_string());
+
+    let files: &[(&str, &[u8])] = &[("secret/plan.txt", b"alice's plan"), ("b.txt", b"y")];
+    let tree = ts.commit_tree(&alice, files).await;
+    let (status, body) = error(get(&bob, tree).await.unwrap()).await;
+    assert_eq!((status, body.kind.as_str(), body.error), (StatusCode::NOT_FOUND, absent.kind.as_str(), hidden(tree)));
+    assert_eq!(get(&alice, tree).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&admin, tree).await.unwrap().status(), StatusCode::OK, "admins read every manifest");
+
+    // Naming alice's id does not make it bob's: not as code, not as a version.
+    ts.create_project(&bob, "p").await;
+    assert_invalid(ts.submit(&bob, "bob", "p", &job(tree)).await, "not committed").await;
+    ts.create_dataset(&bob, "d").await;
+    assert_invalid(ts.add_version(&bob, "bob", "d", tree).await, "not committed").await;
+    assert_eq!(get(&bob, tree).await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // A job's output is granted to the job's owner when the agent finishes.
+    ts.create_project(&alice, "p").await;
+    assert_eq!(ts.submit(&alice, "alice", "p", &job(tree)).await.status(), StatusCode::CREATED);
+    let lease = ts.lease(&admin, "default", 0).await.expect("the job is queued");
+    let output = ts.commit_tree(&admin, &[("model.bin", b"alice's weights")]).await;
+    let done = Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(output), reason: None };
+    let r = ts.post(&admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&done).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let (status, body) = error(get(&bob, output).await.unwrap()).await;
+    assert_eq!((status, body.error), (StatusCode::NOT_FOUND, hidden(output)));
+    let back: Manifest = get(&alice, output).await.unwrap().json().await.unwrap();
+    assert_eq!(back.id(), output);
+    assert_eq!(get(&admin, output).await.unwrap().status(), StatusCode::OK);
+
+    // Bob committing the same bytes himself shows he has the tree: he may read it.
+    assert_eq!(ts.commit_tree(&bob, files).await, tree);
+    let back: Manifest = get(&bob, tree).await.unwrap().json().await.unwrap();
+    assert_eq!(back.id(), tree);
+    assert_eq!(get(&bob, output).await.unwrap().status(), StatusCode::NOT_FOUND, "a grant is per manifest");
+}

@@ -9,6 +9,7 @@ use crate::{MetaError, Result};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("migrations/0001_init.sql")),
     (2, "datasets, job inputs, output sizes", include_str!("migrations/0002_datasets.sql")),
+    (3, "manifest readers", include_str!("migrations/0003_manifest_readers.sql")),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

@@ -166,4 +166,11 @@ impl MetaStore for SqliteStore {
     async fn referenced_manifests(&self) -> Result<HashSet<ManifestId>> {
         storage::referenced_manifests(self).await
     }
+
+    async fn grant_manifests(&self, owner: &Name, manifests: &[ManifestId]) -> Result<()> {
+        storage::grant_manifests(self, owner, manifests).await
+    }
+    async fn may_read_manifest(&self, owner: &Name, manifest: ManifestId) -> Result<bool> {
+        storage::may_read_manifest(self, owner, manifest).await
+    }
 }

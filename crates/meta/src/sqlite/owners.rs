@@ -8,7 +8,7 @@ use super::SqliteStore;
 use super::rows::{self, project_select};
 use crate::{MetaError, Owner, Result, TokenHash};
 
-fn owner_missing(owner: &Name) -> MetaError {
+pub(super) fn owner_missing(owner: &Name) -> MetaError {
     MetaError::NotFound(format!("there is no owner '{owner}': create a token for it first"))
 }
 

@@ -1,5 +1,6 @@
 //! What records hold on to in the object store: an owner's usage for
-//! quotas, and every manifest any record refers to, for garbage collection.
+//! quotas, every manifest any record refers to, for garbage collection, and
+//! which owners may read a manifest (`manifest_readers`).
 //!
 //! Usage counts each distinct manifest among the owner's dataset versions
 //! and job outputs once, at its total file bytes (a version made from an
@@ -107,4 +108,35 @@ pub(super) async fn referenced_manifests(s: &SqliteStore) -> Result<HashSet<Mani
     }
     tx.commit().await?;
     Ok(out)
+}
+
+pub(super) async fn grant_manifests(s: &SqliteStore, owner: &Name, manifests: &[ManifestId]) -> Result<()> {
+    let mut tx = s.writer.begin().await?;
+    let owner_id: Option<i64> = sqlx::query_scalar("SELECT id FROM owners WHERE name = $1")
+        .bind(owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(owner_id) = owner_id else {
+        return Err(super::owners::owner_missing(owner));
+    };
+    for m in manifests {
+        sqlx::query("INSERT INTO manifest_readers (manifest, owner_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(m.to_hex())
+            .bind(owner_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn may_read_manifest(s: &SqliteStore, owner: &Name, manifest: ManifestId) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM manifest_readers r JOIN owners o ON o.id = r.owner_id WHERE r.manifest = $1 AND o.name = $2",
+    )
+    .bind(manifest.to_hex())
+    .bind(owner.as_str())
+    .fetch_optional(&s.reader)
+    .await?;
+    Ok(found.is_some())
 }

@@ -33,6 +33,7 @@ pub async fn run_all(store: &dyn MetaStore) {
     datasets(store).await;
     mounts(store).await;
     storage(store).await;
+    manifest_readers(store).await;
 }
 
 pub(super) fn name(s: &str) -> Name {
@@ -111,4 +112,27 @@ async fn projects(store: &dyn MetaStore) {
     let names: Vec<String> = store.list_projects(&bob).await.unwrap().into_iter().map(|p| p.name.to_string()).collect();
     assert_eq!(names, ["alpha", "zeta"]);
     assert!(store.list_projects(&name("nobody")).await.unwrap().is_empty());
+}
+
+async fn manifest_readers(store: &dyn MetaStore) {
+    let (carol, dave) = (name("carol"), name("dave"));
+    store.ensure_owner(&carol, false, 1).await.unwrap();
+    store.ensure_owner(&dave, false, 1).await.unwrap();
+    let (a, b) = (ManifestId::of(b"readers a"), ManifestId::of(b"readers b"));
+    assert!(!store.may_read_manifest(&carol, a).await.unwrap());
+
+    store.grant_manifests(&carol, &[a, b]).await.unwrap();
+    store.grant_manifests(&carol, &[a]).await.unwrap();
+    store.grant_manifests(&carol, &[]).await.unwrap();
+    assert!(store.may_read_manifest(&carol, a).await.unwrap());
+    assert!(store.may_read_manifest(&carol, b).await.unwrap());
+    assert!(!store.may_read_manifest(&dave, a).await.unwrap(), "a grant is per owner");
+
+    store.grant_manifests(&dave, &[a]).await.unwrap();
+    assert!(store.may_read_manifest(&dave, a).await.unwrap());
+    assert!(!store.may_read_manifest(&dave, b).await.unwrap());
+    assert!(store.may_read_manifest(&carol, a).await.unwrap(), "another owner's grant keeps carol's");
+
+    assert!(matches!(store.grant_manifests(&name("nobody"), &[a]).await, Err(MetaError::NotFound(_))));
+    assert!(!store.may_read_manifest(&name("nobody"), a).await.unwrap());
 }
