@@ -58,10 +58,11 @@ fn server_url(state: &AppState, headers: &HeaderMap) -> Option<String> {
 
 async fn lease(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     Json(req): Json<LeaseRequest>,
 ) -> ApiResult<Response> {
+    caller.require_agent()?;
     check_agent(&req.agent)?;
     check_queue(&req.queue)?;
     let notify = state.queues.subscribe(&req.queue);
@@ -90,10 +91,11 @@ async fn lease(
 
 async fn progress(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(lease_id): Path<String>,
     Json(update): Json<StateUpdate>,
 ) -> ApiResult<StatusCode> {
+    caller.require_agent()?;
     let rec = state.meta.set_progress(&lease_id, update.state, now_ms()).await?;
     state.job_changed(&rec);
     Ok(StatusCode::NO_CONTENT)
@@ -107,10 +109,11 @@ struct HeartbeatQuery {
 
 async fn heartbeat(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(lease_id): Path<String>,
     Query(q): Query<HeartbeatQuery>,
 ) -> ApiResult<Json<HeartbeatReply>> {
+    caller.require_agent()?;
     let lease_ms = state.config.lease_ms;
     let rec = state.meta.heartbeat(&lease_id, now_ms() + lease_ms as i64).await?;
     if rec.stop_requested {
@@ -132,10 +135,11 @@ async fn heartbeat(
 
 async fn logs(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(lease_id): Path<String>,
     Json(upload): Json<LogUpload>,
 ) -> ApiResult<StatusCode> {
+    caller.require_agent()?;
     let id = state.meta.append_logs(&lease_id, &upload.lines).await?;
     state.job_events.wake(&id);
     Ok(StatusCode::NO_CONTENT)
@@ -143,10 +147,11 @@ async fn logs(
 
 async fn finish(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(lease_id): Path<String>,
     Json(req): Json<Finish>,
 ) -> ApiResult<Json<Job>> {
+    caller.require_agent()?;
     let _hold = state.grace.hold().await;
     let mut output_bytes = 0;
     if let Some(out) = req.output {

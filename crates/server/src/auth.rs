@@ -22,6 +22,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Agent routes hand out and report on every owner's jobs, so only an
+    /// admin token may use them (agents run with one).
+    pub fn require_agent(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "only an agent may call agent routes: start agents with an admin token (`podder agent --token ...`)",
+            ))
+        }
+    }
+
     /// Admins act on every owner; everyone else only on themselves.
     pub fn may_act_for(&self, owner: &Name) -> bool {
         self.admin || &self.owner == owner

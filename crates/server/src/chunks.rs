@@ -99,10 +99,29 @@ fn collect(done: Option<Result<PutResult, tokio::task::JoinError>>, out: &mut Ch
 }
 
 async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<ChunksStored>> {
+    let mut out = ChunksStored { received: 0, stored: 0, bytes: 0 };
+    let mut puts = Puts::new();
+    let read = receive(&state, body, &mut out, &mut puts).await;
+    // Chunks that arrived whole are stored even when the rest of the body
+    // failed (a client killed mid-request), so a retry need not resend them.
+    // The puts are detached tasks: they finish even if this future is dropped.
+    let mut stored = Ok(());
+    while let Some(done) = next_done(&mut puts).await {
+        if let Err(e) = collect(Some(done), &mut out)
+            && stored.is_ok()
+        {
+            stored = Err(e);
+        }
+    }
+    read?;
+    stored?;
+    Ok(Json(out))
+}
+
+/// Reads frames and starts a put for each, at most [`PUTS_IN_FLIGHT`] at once.
+async fn receive(state: &AppState, body: Body, out: &mut ChunksStored, puts: &mut Puts) -> ApiResult<()> {
     let stream = body.into_data_stream().map_err(io::Error::other);
     let mut reader = StreamReader::new(stream);
-    let mut out = ChunksStored { received: 0, stored: 0, bytes: 0 };
-    let mut puts = tokio::task::JoinSet::new();
     loop {
         let mut header = [0u8; frames::HEADER];
         match read_full(&mut reader, &mut header).await.map_err(body_error)? {
@@ -130,10 +149,10 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
         // Hashing (the store checks every chunk against its id), compressing
         // and writing run on blocking threads while the next frames arrive.
         if puts.len() >= PUTS_IN_FLIGHT {
-            collect(puts.join_next().await, &mut out)?;
+            collect(next_done(puts).await, out)?;
         }
         let st = state.clone();
-        puts.spawn(async move {
+        puts.push_back(tokio::spawn(async move {
             // Held per chunk, not per request, so a slow upload never holds
             // up a garbage collection for long.
             let hold = st.grace.hold().await;
@@ -144,12 +163,19 @@ async fn upload(State(state): State<AppState>, body: Body) -> ApiResult<Json<Chu
                 st.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
             }
             Ok(stored)
-        });
+        }));
     }
-    while let Some(done) = puts.join_next().await {
-        collect(Some(done), &mut out)?;
+    Ok(())
+}
+
+/// Puts in flight, oldest first.
+type Puts = std::collections::VecDeque<tokio::task::JoinHandle<PutResult>>;
+
+async fn next_done(puts: &mut Puts) -> Option<Result<PutResult, tokio::task::JoinError>> {
+    match puts.pop_front() {
+        Some(handle) => Some(handle.await),
+        None => None,
     }
-    Ok(Json(out))
 }
 
 async fn fetch(State(state): State<AppState>, Json(list): Json<ChunkList>) -> ApiResult<Response> {

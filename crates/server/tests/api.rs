@@ -238,10 +238,9 @@ async fn bad_submits_are_rejected_and_create_no_job() {
 #[tokio::test]
 async fn shutdown_answers_open_long_polls() {
     let mut ts = TestServer::start().await;
-    let alice = ts.token("alice").await;
     let poll = {
         let req = serde_json::json!({"agent": "a", "queue": "default", "wait_ms": 60_000});
-        let send = ts.post(&alice, "/agent/lease").json(&req).send();
+        let send = ts.post(&ts.admin, "/agent/lease").json(&req).send();
         tokio::spawn(async move { send.await.unwrap().status() })
     };
     // Let the poll start waiting, so that shutdown is what ends it.
@@ -299,4 +298,31 @@ async fn a_manifest_is_read_only_by_owners_it_was_granted_to() {
     let back: Manifest = get(&bob, tree).await.unwrap().json().await.unwrap();
     assert_eq!(back.id(), tree);
     assert_eq!(get(&bob, output).await.unwrap().status(), StatusCode::NOT_FOUND, "a grant is per manifest");
+}
+
+#[tokio::test]
+async fn only_agents_may_use_agent_routes() {
+    let ts = TestServer::start().await;
+    let alice = ts.token("alice").await;
+    ts.create_project(&alice, "p").await;
+    let code = ts.code(&alice).await;
+    assert_eq!(ts.submit(&alice, "alice", "p", &job(code)).await.status(), StatusCode::CREATED);
+    let bob = ts.token("bob").await;
+    let body = serde_json::json!({"agent": "sneaky", "queue": "default", "wait_ms": 0});
+    let r = ts.post(&bob, "/agent/lease").json(&body).send().await.unwrap();
+    let (status, err) = error(r).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(err.error.contains("agent"), "{}", err.error);
+    // the job was not handed out: a real agent (admin token) still gets it
+    let lease = ts.lease(&ts.admin, "default", 1000).await.expect("the job is still queued");
+    let bodies = [
+        ("heartbeat?wait_ms=0", serde_json::json!({})),
+        ("logs", serde_json::json!({"lines": []})),
+        ("finish", serde_json::json!({"outcome": "succeeded", "exit_code": 0, "output": null, "reason": null})),
+        ("state", serde_json::json!({"state": "running"})),
+    ];
+    for (path, body) in bodies {
+        let r = ts.post(&bob, &format!("/agent/leases/{}/{path}", lease.lease_id)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
 }

@@ -29,10 +29,10 @@ async fn submit_with(ts: &TestServer, token: &str, code: ManifestId, data: &[&st
 }
 
 /// Leases the next job of the default queue and finishes it.
-async fn run_to_end(ts: &TestServer, token: &str, outcome: Outcome, output: Option<ManifestId>) -> reqwest::Response {
-    let lease = ts.lease(token, "default", 0).await.expect("a queued job");
+async fn run_to_end(ts: &TestServer, outcome: Outcome, output: Option<ManifestId>) -> reqwest::Response {
+    let lease = ts.lease(&ts.admin, "default", 0).await.expect("a queued job");
     let finish = Finish { outcome, exit_code: Some(0), output, reason: None };
-    ts.post(token, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap()
+    ts.post(&ts.admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap()
 }
 
 #[tokio::test]
@@ -248,7 +248,7 @@ async fn a_job_output_becomes_a_version_without_moving_a_byte() {
     ts.create_dataset(&alice, "models").await;
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
     let output = ts.commit_tree(&alice, &[("model/w.bin", b"weights"), ("log.txt", b"ok")]).await;
-    assert_eq!(run_to_end(&ts, &alice, Outcome::Succeeded, Some(output)).await.status(), StatusCode::OK);
+    assert_eq!(run_to_end(&ts, Outcome::Succeeded, Some(output)).await.status(), StatusCode::OK);
 
     let stats_before: podder_core::api::Stats =
         ts.get(&ts.admin, "/admin/stats").send().await.unwrap().json().await.unwrap();
@@ -271,7 +271,7 @@ async fn a_job_output_becomes_a_version_without_moving_a_byte() {
     assert_invalid(r.await.unwrap(), "job alice/mnist#2 is queued").await;
     ts.post(&alice, "/jobs/alice/mnist/2/stop").send().await.unwrap();
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
-    run_to_end(&ts, &alice, Outcome::Failed, None).await;
+    run_to_end(&ts, Outcome::Failed, None).await;
     let r = ts.post(&alice, "/datasets/alice/models/from-output").json(&serde_json::json!({"job": "mnist#3"})).send();
     assert_invalid(r.await.unwrap(), "job alice/mnist#3 ended (failed) without an output").await;
     let r = ts.post(&alice, "/datasets/alice/models/from-output").json(&serde_json::json!({"job": "mnist#9"})).send();
@@ -307,7 +307,7 @@ async fn the_storage_quota_refuses_versions_and_fails_jobs_with_outputs_over_it(
 
     // An agent's output over the quota: 413, and the job is kept as failed.
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
-    let r = run_to_end(&ts, &alice, Outcome::Succeeded, Some(other)).await;
+    let r = run_to_end(&ts, Outcome::Succeeded, Some(other)).await;
     assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "storage quota of 100 bytes exceeded").await;
     let j: Job = ts.get(&alice, "/jobs/alice/mnist/1").send().await.unwrap().json().await.unwrap();
     assert_eq!((j.state, j.output), (JobState::Failed, None));

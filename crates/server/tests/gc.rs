@@ -108,14 +108,14 @@ async fn jobs_keep_their_code_inputs_and_outputs() {
     let mut req = job(code);
     req.data = vec!["cifar".into()];
     assert_eq!(ts.submit(&alice, "alice", "mnist", &req).await.status(), StatusCode::CREATED);
-    let lease = ts.lease(&alice, "default", 0).await.unwrap();
+    let lease = ts.lease(&ts.admin, "default", 0).await.unwrap();
     let finish = podder_core::api::Finish {
         outcome: podder_core::Outcome::Succeeded,
         exit_code: Some(0),
         output: Some(output),
         reason: None,
     };
-    ts.post(&alice, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap();
+    ts.post(&ts.admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap();
     ts.delete(&alice, "/datasets/alice/cifar").send().await.unwrap();
 
     // The job may be restarted, so what it ran on stays.

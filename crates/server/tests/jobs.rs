@@ -72,7 +72,7 @@ async fn job_numbers_are_sequential_under_concurrent_submits() {
 async fn an_agent_runs_a_job_and_its_output_feeds_the_next() {
     let ts = TestServer::start().await;
     let alice = ts.token("alice").await;
-    let agent = ts.token("agent").await;
+    let agent = ts.admin.clone();
     ts.create_project(&alice, "mnist").await;
     let code = ts.code(&alice).await;
     assert!(ts.lease(&agent, "default", 0).await.is_none());
@@ -149,7 +149,7 @@ async fn a_waiting_agent_gets_a_submitted_job_at_once() {
     ts.create_project(&alice, "mnist").await;
     let code = ts.code(&alice).await;
     let poll = {
-        let (client, base, token) = (ts.client.clone(), ts.base.clone(), alice.clone());
+        let (client, base, token) = (ts.client.clone(), ts.base.clone(), ts.admin.clone());
         tokio::spawn(async move {
             let req = serde_json::json!({"agent": "a", "queue": "gpu", "wait_ms": 30_000});
             let r = client.post(format!("{base}/api/v1/agent/lease")).bearer_auth(token).json(&req).send();
@@ -169,7 +169,7 @@ async fn a_waiting_agent_gets_a_submitted_job_at_once() {
     assert!(latency < Duration::from_secs(2), "the lease came {latency:?} after the submit");
 
     let started = Instant::now();
-    assert!(ts.lease(&alice, "gpu", 300).await.is_none());
+    assert!(ts.lease(&ts.admin, "gpu", 300).await.is_none());
     assert!(started.elapsed() >= Duration::from_millis(300), "an empty queue waits out wait_ms");
 }
 
@@ -183,7 +183,7 @@ async fn an_expired_lease_is_retried_then_lost() {
     req.retries = 1;
     ts.submit(&alice, "alice", "mnist", &req).await;
 
-    let first = ts.lease(&alice, "default", 0).await.unwrap();
+    let first = ts.lease(&ts.admin, "default", 0).await.unwrap();
     assert_eq!(first.job.attempt, 1);
     // The follower is woken by the state change when the reaper acts.
     let batch = logs(&ts, &alice, "alice/mnist/1", "wait_ms=10000").await;
@@ -191,15 +191,15 @@ async fn an_expired_lease_is_retried_then_lost() {
     let j = get_job(&ts, &alice, "alice/mnist/1").await;
     assert_eq!((j.attempt, j.agent.as_deref()), (2, None));
     assert!(j.reason.as_deref().unwrap().contains("lease expired on agent test-agent"), "{:?}", j.reason);
-    assert_eq!(heartbeat(&ts, &alice, &first.lease_id, 0).await.status(), StatusCode::CONFLICT);
+    assert_eq!(heartbeat(&ts, &ts.admin, &first.lease_id, 0).await.status(), StatusCode::CONFLICT);
 
-    let second = ts.lease(&alice, "default", 0).await.expect("the job is queued again");
+    let second = ts.lease(&ts.admin, "default", 0).await.expect("the job is queued again");
     assert_eq!((second.job.job_ref.number, second.job.attempt), (1, 2));
     let batch = logs(&ts, &alice, "alice/mnist/1", "wait_ms=10000").await;
     assert_eq!((batch.state, batch.done), (JobState::Lost, true));
     let j = get_job(&ts, &alice, "alice/mnist/1").await;
     assert!(j.finished_at.is_some());
-    assert!(ts.lease(&alice, "default", 0).await.is_none(), "no retries are left");
+    assert!(ts.lease(&ts.admin, "default", 0).await.is_none(), "no retries are left");
 }
 
 #[tokio::test]
@@ -214,13 +214,13 @@ async fn stopping_queued_and_running_jobs() {
     let (status, body) = error(ts.post(&alice, "/jobs/alice/mnist/1/stop").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body.error.contains("already stopped"), "{}", body.error);
-    assert!(ts.lease(&alice, "default", 0).await.is_none(), "a stopped job never runs");
+    assert!(ts.lease(&ts.admin, "default", 0).await.is_none(), "a stopped job never runs");
 
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
-    let lease = ts.lease(&alice, "default", 0).await.unwrap();
-    set_state(&ts, &alice, &lease.lease_id, JobState::Running).await;
+    let lease = ts.lease(&ts.admin, "default", 0).await.unwrap();
+    set_state(&ts, &ts.admin, &lease.lease_id, JobState::Running).await;
     let beat = {
-        let (client, base, token, lid) = (ts.client.clone(), ts.base.clone(), alice.clone(), lease.lease_id.clone());
+        let (client, base, token, lid) = (ts.client.clone(), ts.base.clone(), ts.admin.clone(), lease.lease_id.clone());
         tokio::spawn(async move {
             let url = format!("{base}/api/v1/agent/leases/{lid}/heartbeat?wait_ms=20000");
             let r = client.post(url).bearer_auth(token).send().await.unwrap();
@@ -234,9 +234,9 @@ async fn stopping_queued_and_running_jobs() {
     let (reply, answered) = beat.await.unwrap();
     assert!(reply.stop);
     assert!(answered.saturating_duration_since(asked) < Duration::from_secs(2));
-    let again: HeartbeatReply = heartbeat(&ts, &alice, &lease.lease_id, 20_000).await.json().await.unwrap();
+    let again: HeartbeatReply = heartbeat(&ts, &ts.admin, &lease.lease_id, 20_000).await.json().await.unwrap();
     assert!(again.stop, "a stop request is answered at once");
-    let ended: Job = finish(&ts, &alice, &lease.lease_id, &failed()).await.json().await.unwrap();
+    let ended: Job = finish(&ts, &ts.admin, &lease.lease_id, &failed()).await.json().await.unwrap();
     assert_eq!((ended.state, ended.exit_code), (JobState::Stopped, Some(137)));
 }
 
@@ -250,8 +250,8 @@ async fn restart_copies_the_spec() {
     req.params = [("lr".to_string(), "0.1".to_string())].into();
     req.message = Some("baseline".into());
     ts.submit(&alice, "alice", "mnist", &req).await;
-    let lease = ts.lease(&alice, "default", 0).await.unwrap();
-    finish(&ts, &alice, &lease.lease_id, &failed()).await;
+    let lease = ts.lease(&ts.admin, "default", 0).await.unwrap();
+    finish(&ts, &ts.admin, &lease.lease_id, &failed()).await;
 
     let r = ts.post(&alice, "/jobs/alice/mnist/1/restart").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -273,8 +273,8 @@ async fn a_log_follower_is_woken_by_new_lines() {
     ts.create_project(&alice, "mnist").await;
     let code = ts.code(&alice).await;
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
-    let lease = ts.lease(&alice, "default", 0).await.unwrap();
-    set_state(&ts, &alice, &lease.lease_id, JobState::Running).await;
+    let lease = ts.lease(&ts.admin, "default", 0).await.unwrap();
+    set_state(&ts, &ts.admin, &lease.lease_id, JobState::Running).await;
 
     let follow = {
         let (client, base, token) = (ts.client.clone(), ts.base.clone(), alice.clone());
@@ -286,7 +286,7 @@ async fn a_log_follower_is_woken_by_new_lines() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = Instant::now();
-    upload_logs(&ts, &alice, &lease.lease_id, vec![line(0, "hello")]).await;
+    upload_logs(&ts, &ts.admin, &lease.lease_id, vec![line(0, "hello")]).await;
     let (batch, answered) = follow.await.unwrap();
     assert_eq!(batch.lines.len(), 1);
     assert_eq!((batch.state, batch.done), (JobState::Running, false));
@@ -300,7 +300,7 @@ async fn an_abandoned_lease_poll_takes_no_job() {
     ts.create_project(&alice, "mnist").await;
     let code = ts.code(&alice).await;
     let req = serde_json::json!({"agent": "gone", "queue": "default", "wait_ms": 30_000});
-    let r = ts.post(&alice, "/agent/lease").json(&req).timeout(Duration::from_millis(200)).send().await;
+    let r = ts.post(&ts.admin, "/agent/lease").json(&req).timeout(Duration::from_millis(200)).send().await;
     assert!(r.is_err(), "the client gave up");
     // The server drops the poll when the connection closes; give it a moment
     // to notice, then check that a submit does not hand the job to nobody.
@@ -308,6 +308,6 @@ async fn an_abandoned_lease_poll_takes_no_job() {
     ts.submit(&alice, "alice", "mnist", &job(code)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get_job(&ts, &alice, "alice/mnist/1").await.state, JobState::Queued);
-    let lease = ts.lease(&alice, "default", 0).await.expect("the job is still there for a live agent");
+    let lease = ts.lease(&ts.admin, "default", 0).await.expect("the job is still there for a live agent");
     assert_eq!(lease.job.job_ref.number, 1);
 }
