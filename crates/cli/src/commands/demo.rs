@@ -43,7 +43,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let Started { listener, .. } = split(started);
+    let listener = started.into_listener();
     let server_task = tokio::spawn(server.clone().serve(listener, wait_stop(stop_rx.clone())));
     let agent = AgentConfig {
         name: "demo-agent".into(),
@@ -75,14 +75,6 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     result
-}
-
-struct Started {
-    listener: tokio::net::TcpListener,
-}
-
-fn split(s: super::serve::Started) -> Started {
-    Started { listener: s.into_listener() }
 }
 
 async fn steps(url: &str, token: &str, data_dir: &std::path::Path) -> Result<i32> {
