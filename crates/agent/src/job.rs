@@ -78,7 +78,7 @@ pub(crate) async fn run_lease(shared: Arc<Shared>, lease: Lease) {
 }
 
 fn finish(outcome: Outcome, exit_code: Option<i32>, output: Option<ManifestId>, reason: Option<String>) -> End {
-    End::Finish(Finish { outcome, exit_code, output, reason })
+    End::Finish(Finish { outcome, exit_code, output, reason, build: None })
 }
 
 /// The end of a job that never ran, for a control that arrived first.

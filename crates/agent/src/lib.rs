@@ -163,6 +163,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
         agent: shared.config.name.clone(),
         queue: shared.config.queue.clone(),
         wait_ms: shared.config.lease_wait_ms,
+        inventory: Default::default(),
     };
     let mut backoff = Duration::from_millis(500);
     loop {

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{ChunkId, ManifestId};
+use crate::env::{EnvSpec, ImageBuild, Inventory, Resources};
+use crate::task::TaskSpec;
 use crate::job::{JobState, Outcome};
 use crate::mount::MountPath;
 use crate::names::Name;
@@ -90,6 +92,38 @@ pub struct SubmitJob {
     pub queue: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// GPUs, CPU and memory limits, network.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Makes this a build job: the agent builds the image of a task from
+    /// `code` (the task directory) or from a Git repository, and reports a
+    /// [`BuildResult`]. `command` must then be empty.
+    #[serde(default)]
+    pub build: Option<BuildRequest>,
+}
+
+/// `task build`: what to build. The Dockerfile is the context's own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BuildRequest {
+    /// `URL[#REF]`: clone this instead of using the code snapshot.
+    #[serde(default)]
+    pub git: Option<String>,
+    #[serde(default)]
+    pub obfuscate: bool,
+}
+
+/// What a build job produced, reported by the agent when it finishes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildResult {
+    /// The local tag (`podder-build:...`, from [`ImageBuild::tag`] once the
+    /// Git commit is known).
+    pub image: String,
+    /// The engine's image id (`sha256:...`).
+    pub image_id: String,
+    /// The build as made (with the Git commit filled in).
+    pub build: ImageBuild,
+    /// The text of the context's `task.yaml`.
+    pub task_yaml: String,
 }
 
 /// An input resolved at submit time: the concrete manifest it mounts.
@@ -113,6 +147,21 @@ pub struct JobSpec {
     pub timeout_secs: Option<u64>,
     pub retries: u32,
     pub queue: String,
+    /// The environment resolved at submit (`env` is the name as typed).
+    #[serde(default)]
+    pub environment: Option<EnvSpec>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Present on a build job: what to build.
+    #[serde(default)]
+    pub build: Option<ImageBuild>,
+}
+
+impl JobSpec {
+    /// Only a docker agent can run it.
+    pub fn needs_docker(&self) -> bool {
+        self.build.is_some() || self.environment.as_ref().is_some_and(EnvSpec::needs_docker)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,6 +182,12 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The GPU indices the server assigned on the agent (empty without GPUs).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// What a build job built, once it succeeded.
+    #[serde(default)]
+    pub build_result: Option<BuildResult>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +223,9 @@ pub struct LeaseRequest {
     pub agent: String,
     pub queue: String,
     pub wait_ms: u64,
+    /// What the agent offers; the server places only jobs that fit it.
+    #[serde(default)]
+    pub inventory: Inventory,
 }
 
 /// Work handed to an agent. All later agent calls name `lease_id`.
@@ -205,6 +263,9 @@ pub struct Finish {
     pub exit_code: Option<i32>,
     pub output: Option<ManifestId>,
     pub reason: Option<String>,
+    /// A build job's result (only with outcome succeeded).
+    #[serde(default)]
+    pub build: Option<BuildResult>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -313,4 +374,91 @@ pub struct GcReport {
     pub chunks_kept: u64,
     /// The freed chunk ids (at most the first 1000), for the record.
     pub freed: Vec<ChunkId>,
+}
+
+/// `GET /agents`: an agent as the server last saw it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    pub queue: String,
+    pub inventory: Inventory,
+    pub last_seen: i64,
+    /// GPU indices held by its running jobs.
+    pub gpus_in_use: Vec<u32>,
+}
+
+/// `POST /envs`: a custom environment (yours), or with `stock: true` (an
+/// admin only) one of the shared stock ones.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateEnv {
+    pub name: Name,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub gpu_image: Option<String>,
+    /// A Dockerfile's text (no COPY/ADD: there is no context).
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// A pip requirements file's text.
+    #[serde(default)]
+    pub requirements: Option<String>,
+    #[serde(default)]
+    pub stock: bool,
+    /// Replace an environment of that name (jobs keep what they resolved).
+    #[serde(default)]
+    pub replace: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Environment {
+    pub owner: Name,
+    pub name: Name,
+    pub description: String,
+    pub spec: EnvSpec,
+    pub stock: bool,
+    pub created_at: i64,
+}
+
+/// `POST /projects/{owner}/{project}/tasks`: register the task a succeeded
+/// build job built (by default the project's newest one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeployTask {
+    #[serde(default)]
+    pub build_job: Option<u64>,
+}
+
+/// A deployed task: runnable by name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub owner: Name,
+    pub project: Name,
+    pub name: Name,
+    pub spec: TaskSpec,
+    /// The environment its runs get: the built image (and how to rebuild it).
+    pub environment: EnvSpec,
+    pub build_job: JobRef,
+    /// The Git commit it was built from, if from Git.
+    pub commit: Option<String>,
+    pub obfuscated: bool,
+    /// 1 for the first deploy; each deploy of the same name adds one.
+    pub version: u32,
+    pub deployed_at: i64,
+}
+
+/// `POST /projects/{owner}/{project}/tasks/{name}/runs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunTask {
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// `INPUT=SRC` (mounted where the task declares INPUT) or `SRC[:MOUNT]`.
+    #[serde(default)]
+    pub data: Vec<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
 }

@@ -7,14 +7,17 @@
 
 pub mod api;
 pub mod digest;
+pub mod env;
 pub mod error;
 pub mod job;
 pub mod manifest;
 pub mod mount;
 pub mod names;
 pub mod refs;
+pub mod task;
 
 pub use digest::{ChunkId, Digest, ManifestId};
+pub use env::{EnvRef, EnvSpec, ExecutorKind, Gpu, ImageBuild, Inventory, Resources};
 pub use error::Error;
 pub use job::{JobState, Outcome};
 pub use manifest::{Entry, EntryKind, Manifest};

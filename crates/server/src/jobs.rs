@@ -84,6 +84,9 @@ async fn build_spec(state: &AppState, caller: &Caller, req: SubmitJob) -> ApiRes
         timeout_secs: req.timeout_secs,
         retries: req.retries,
         queue,
+        environment: None,
+        resources: req.resources,
+        build: None,
     })
 }
 

@@ -31,7 +31,7 @@ async fn submit_with(ts: &TestServer, token: &str, code: ManifestId, data: &[&st
 /// Leases the next job of the default queue and finishes it.
 async fn run_to_end(ts: &TestServer, outcome: Outcome, output: Option<ManifestId>) -> reqwest::Response {
     let lease = ts.lease(&ts.admin, "default", 0).await.expect("a queued job");
-    let finish = Finish { outcome, exit_code: Some(0), output, reason: None };
+    let finish = Finish { outcome, exit_code: Some(0), output, reason: None, build: None };
     ts.post(&ts.admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap()
 }
 

@@ -114,6 +114,7 @@ async fn jobs_keep_their_code_inputs_and_outputs() {
         exit_code: Some(0),
         output: Some(output),
         reason: None,
+        build: None,
     };
     ts.post(&ts.admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&finish).send().await.unwrap();
     ts.delete(&alice, "/datasets/alice/cifar").send().await.unwrap();

@@ -43,7 +43,7 @@ async fn get_job(ts: &TestServer, token: &str, job: &str) -> Job {
 }
 
 fn failed() -> Finish {
-    Finish { outcome: Outcome::Failed, exit_code: Some(137), output: None, reason: None }
+    Finish { outcome: Outcome::Failed, exit_code: Some(137), output: None, reason: None, build: None }
 }
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn an_agent_runs_a_job_and_its_output_feeds_the_next() {
     let beat: HeartbeatReply = heartbeat(&ts, &agent, lid, 0).await.json().await.unwrap();
     assert!(!beat.stop);
 
-    let uncommitted = Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(code), reason: None };
+    let uncommitted = Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(code), reason: None, build: None };
     let bogus = Finish { output: Some(podder_core::ManifestId::of(b"nothing")), ..uncommitted.clone() };
     assert_invalid(finish(&ts, &agent, lid, &bogus).await, "not committed").await;
     let output = ts.commit_tree(&agent, &[("model/weights.bin", b"0101"), ("metrics.json", b"{}")]).await;

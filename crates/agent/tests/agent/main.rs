@@ -98,6 +98,9 @@ fn lease(s: &Setup, n: u64, command: &[&str], inputs: bool) -> Lease {
         timeout_secs: None,
         retries: 0,
         queue: "default".into(),
+        environment: None,
+        resources: Default::default(),
+        build: None,
     };
     let job = Job {
         job_ref: format!("alice/mnist#{n}").parse().unwrap(),
@@ -113,6 +116,8 @@ fn lease(s: &Setup, n: u64, command: &[&str], inputs: bool) -> Lease {
         created_at: 0,
         started_at: None,
         finished_at: None,
+        gpus: vec![],
+        build_result: None,
     };
     Lease { lease_id: format!("L{n}"), job, lease_ms: 3000, server_url: Some("http://podder.test:8600".into()) }
 }

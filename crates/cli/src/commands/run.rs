@@ -84,6 +84,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
                 retries: a.retries,
                 queue: a.queue,
                 message: a.message,
+                resources: Default::default(),
+                build: None,
             },
         )
         .await?;

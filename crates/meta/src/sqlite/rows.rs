@@ -82,6 +82,8 @@ pub(super) fn job(row: &SqliteRow) -> Result<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        gpus: vec![],
+        build_result: None,
     };
     Ok(JobRecord {
         id: JobId(row.try_get("id")?),

@@ -51,6 +51,9 @@ pub(super) fn spec(queue: &str, retries: u32) -> JobSpec {
         timeout_secs: Some(60),
         retries,
         queue: queue.into(),
+        environment: None,
+        resources: Default::default(),
+        build: None,
     }
 }
 

@@ -144,7 +144,7 @@ impl TestServer {
 
     /// Asks for work on a queue; `None` when none came within `wait_ms`.
     pub async fn lease(&self, token: &str, queue: &str, wait_ms: u64) -> Option<Lease> {
-        let req = LeaseRequest { agent: "test-agent".into(), queue: queue.into(), wait_ms };
+        let req = LeaseRequest { agent: "test-agent".into(), queue: queue.into(), wait_ms, inventory: Default::default() };
         let r = self.post(token, "/agent/lease").json(&req).send().await.unwrap();
         match r.status() {
             StatusCode::NO_CONTENT => None,
