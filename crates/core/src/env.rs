@@ -51,7 +51,9 @@ impl fmt::Display for EnvRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageBuild {
     /// The Dockerfile's text. Without a context it may not COPY or ADD.
-    pub dockerfile: String,
+    /// None: the context's own `Dockerfile`.
+    #[serde(default)]
+    pub dockerfile: Option<String>,
     /// The build context: a committed tree (a task directory).
     #[serde(default)]
     pub context: Option<ManifestId>,
@@ -70,7 +72,7 @@ impl ImageBuild {
     pub fn hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(b"podder-image-build-v1\0");
-        h.update(self.dockerfile.as_bytes());
+        h.update(self.dockerfile.as_deref().unwrap_or("<context>").as_bytes());
         h.update(b"\0");
         if let Some(c) = &self.context {
             h.update(c.to_string().as_bytes());
@@ -324,7 +326,7 @@ mod tests {
 
     #[test]
     fn build_tags_follow_content() {
-        let a = ImageBuild { dockerfile: "FROM x".into(), context: None, git: None, obfuscate: false };
+        let a = ImageBuild { dockerfile: Some("FROM x".into()), context: None, git: None, obfuscate: false };
         let mut b = a.clone();
         assert_eq!(a.tag(), b.tag());
         b.obfuscate = true;
