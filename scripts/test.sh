@@ -15,6 +15,21 @@ need_pkg() { # command package
 need_pkg bwrap bubblewrap
 need_pkg curl curl
 need_pkg python3 python3
+need_pkg git git
+need_pkg dockerd docker.io
+need_pkg busybox busybox-static
+need_pkg debootstrap debootstrap
+
+# The Docker engine (no systemd here: start it by hand), and the local images
+# the tests use, since no registry is reachable.
+if ! docker info >/dev/null 2>&1; then
+  echo "== starting dockerd"
+  (dockerd >"${TMPDIR:-/tmp}/podder-dockerd.log" 2>&1 &)
+  for _ in $(seq 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+  docker info >/dev/null 2>&1 || { tail -20 "${TMPDIR:-/tmp}/podder-dockerd.log"; exit 1; }
+fi
+echo "== test images"
+bash scripts/test-images.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

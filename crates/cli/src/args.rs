@@ -92,6 +92,162 @@ pub enum Command {
     /// Server administration (admin token)
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Environments: where jobs run (a Docker image, or a Python venv)
+    #[command(subcommand)]
+    Env(EnvCmd),
+    /// Tasks: reusable steps built into images
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// List the agents the server has seen, with their executors and GPUs
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a job runs and what it may use (shared by `run` and `task run`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ResourceArgs {
+    /// GPUs for the job (`--gpu` alone means 1)
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1", conflicts_with = "cpu")]
+    pub gpu: Option<u32>,
+    /// Run on CPU only (the default)
+    #[arg(long)]
+    pub cpu: bool,
+    /// CPU limit in cores, e.g. 2 or 0.5
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory limit, e.g. 512M or 4G
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Run without network access
+    #[arg(long)]
+    pub no_network: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCmd {
+    /// Create an environment from an image, a Dockerfile or a requirements file
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A Docker image (docker executor)
+        #[arg(long)]
+        image: Option<String>,
+        /// The image for GPU jobs, when it differs
+        #[arg(long)]
+        gpu_image: Option<String>,
+        /// A Dockerfile, built once on each docker agent and cached by its content
+        #[arg(long)]
+        dockerfile: Option<PathBuf>,
+        /// A pip requirements file: a cached venv on process agents
+        #[arg(long)]
+        requirements: Option<PathBuf>,
+        /// Make it a shared stock environment (admin)
+        #[arg(long)]
+        stock: bool,
+        /// Replace an environment of the same name
+        #[arg(long)]
+        replace: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the stock environments and yours
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one environment: NAME or OWNER/NAME
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one of your environments (jobs that used it keep what they ran)
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Scaffold a task directory: task.yaml, main.py, requirements.txt, Dockerfile, a sample input
+    New {
+        name: String,
+        /// The template
+        #[arg(long, default_value = "python")]
+        template: String,
+        /// The environment its image starts from
+        #[arg(long, default_value = "python-3.11")]
+        env: String,
+        /// Where to make it (default: ./NAME)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the task's image on a docker agent, from a directory or a Git repository
+    Build {
+        /// The task directory (default: the current directory)
+        dir: Option<PathBuf>,
+        /// Ship compiled bytecode only: no .py source in the image, docstrings stripped
+        #[arg(long)]
+        obfuscate: bool,
+        /// Build from a Git repository instead: URL[#BRANCH|TAG|COMMIT]
+        #[arg(long, value_name = "URL[#REF]")]
+        git: Option<String>,
+        /// Project (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register what a build built, so it runs by name
+    Deploy {
+        /// The build job (default: the project's newest successful build)
+        build: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a deployed task
+    Run {
+        name: String,
+        /// A parameter the task declares: K=V (repeatable)
+        #[arg(long = "param", value_name = "K=V")]
+        params: Vec<String>,
+        /// INPUT=SRC (at the task's mount for INPUT) or SRC[:MOUNT]
+        #[arg(long = "data")]
+        data: Vec<String>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+        #[arg(long, short)]
+        message: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// Stream the logs and exit with the job's exit code
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's deployed tasks
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a deployed task
+    Show {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,6 +277,12 @@ pub struct ServeArgs {
     /// Size limit of the in-process agent's cache (for `up`), in bytes
     #[arg(long)]
     pub cache_bytes: Option<u64>,
+    /// The in-process agent's executor (for `up`): process or docker
+    #[arg(long, default_value = "process")]
+    pub executor: String,
+    /// The in-process agent's GPUs (for `up`): auto, none, or indices such as 0,1
+    #[arg(long, default_value = "auto")]
+    pub gpus: String,
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +312,18 @@ pub struct AgentArgs {
     /// (default: the smaller of 50 GiB and a quarter of the work directory's disk)
     #[arg(long)]
     pub cache_bytes: Option<u64>,
+    /// How jobs run: process (bubblewrap) or docker
+    #[arg(long, default_value = "process")]
+    pub executor: String,
+    /// GPUs to offer: auto (detect NVIDIA GPUs), none, or indices such as 0,1
+    #[arg(long, default_value = "auto")]
+    pub gpus: String,
+    /// The user jobs run as in containers (docker executor)
+    #[arg(long, default_value = "1000:1000")]
+    pub docker_user: String,
+    /// The image for docker jobs that name no environment
+    #[arg(long)]
+    pub default_image: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,6 +368,11 @@ pub struct RunArgs {
     /// Project (default: the one in podder.yaml)
     #[arg(long)]
     pub project: Option<String>,
+    /// Environment (default: podder.yaml's `env`, else the agent's own Python)
+    #[arg(long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
     /// Code directory to upload (default: the current directory)
     #[arg(long)]
     pub dir: Option<PathBuf>,

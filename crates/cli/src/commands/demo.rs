@@ -31,6 +31,8 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         quota_bytes: None,
         gc_grace: 3600,
         cache_bytes: None,
+        executor: "process".into(),
+        gpus: "auto".into(),
     };
     let started = super::serve::start(&args).await?;
     let url = started.url.clone();

@@ -24,11 +24,16 @@ pub async fn run(ctx: &Ctx, job: &str, follow_it: bool) -> Result<i32> {
 }
 
 fn print_lines(lines: &[podder_core::api::LogLine]) -> u64 {
+    print_lines_to(lines, false)
+}
+
+fn print_lines_to(lines: &[podder_core::api::LogLine], all_to_stderr: bool) -> u64 {
     use std::io::Write;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let mut next = 0;
     for l in lines {
         let _ = match l.stream {
+            Stream::Stdout if all_to_stderr => writeln!(err, "{}", l.text),
             Stream::Stdout => writeln!(out, "{}", l.text),
             Stream::Stderr => writeln!(err, "{}", l.text),
             Stream::System => writeln!(err, "[podder] {}", l.text),
@@ -41,11 +46,17 @@ fn print_lines(lines: &[podder_core::api::LogLine]) -> u64 {
 
 /// Prints the job's lines as they arrive until it ends; returns the ended job.
 pub async fn follow(ctx: &Ctx, r: &JobRef) -> Result<Job> {
+    follow_to(ctx, r, false).await
+}
+
+/// [`follow`], optionally with the job's stdout on stderr too (when the
+/// command's own stdout is for `--json`).
+pub async fn follow_to(ctx: &Ctx, r: &JobRef, all_to_stderr: bool) -> Result<Job> {
     let mut from = 0;
     loop {
         let batch = ctx.client.logs(r, &ctx.me, from, 25_000).await?;
         if !batch.lines.is_empty() {
-            from = print_lines(&batch.lines);
+            from = print_lines_to(&batch.lines, all_to_stderr);
         }
         if batch.done {
             let job = ctx.client.job(r, &ctx.me).await?;

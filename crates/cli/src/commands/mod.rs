@@ -2,6 +2,7 @@
 
 mod admin;
 mod agent;
+// WIP(client methods pending) mod agents;
 mod clone;
 mod data;
 mod data_delete;
@@ -9,6 +10,7 @@ mod data_download;
 mod data_ls;
 mod data_upload;
 mod demo;
+// WIP mod env;
 mod init;
 mod login;
 mod logs;
@@ -19,6 +21,9 @@ mod run;
 mod serve;
 mod status;
 mod stop;
+// WIP mod task;
+// WIP mod task_build;
+// WIP mod task_new;
 
 use anyhow::Result;
 
@@ -46,6 +51,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Data(d) => data::run(&Ctx::connect().await?, d).await,
         Command::Admin(a) => admin::run(&Ctx::connect().await?, a).await,
+        Command::Env(_) | Command::Task(_) | Command::Agents { .. } => anyhow::bail!("WIP"),
     }
 }
 

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use podder_client::transfer;
-use podder_core::DataSpec;
+use podder_core::env::{Resources, parse_bytes};
+use podder_core::{DataSpec, EnvRef};
 use podder_core::api::SubmitJob;
 use podder_core::refs::check_mounts;
 use podder_store::scan::ScanOptions;
 
-use crate::args::RunArgs;
+use crate::args::{ResourceArgs, RunArgs};
+use crate::config::ProjectFile;
 use crate::ctx::Ctx;
 use crate::display;
 
@@ -49,6 +51,30 @@ pub fn parse_duration(s: &str) -> Result<u64> {
     }
 }
 
+/// `--gpu/--cpu/--cpus/--memory/--no-network` → checked [`Resources`].
+pub fn resources(a: &ResourceArgs) -> Result<Resources> {
+    let r = Resources {
+        gpus: if a.cpu { 0 } else { a.gpu.unwrap_or(0) },
+        cpus: a.cpus,
+        memory_bytes: a.memory.as_deref().map(parse_bytes).transpose()?,
+        no_network: a.no_network,
+    };
+    r.check()?;
+    Ok(r)
+}
+
+/// `--env`, else podder.yaml's `env`.
+fn environment(flag: Option<String>) -> Result<Option<String>> {
+    let env = match flag {
+        Some(e) => Some(e),
+        None => ProjectFile::find(&std::env::current_dir()?)?.and_then(|(pf, _)| pf.env),
+    };
+    if let Some(e) = &env {
+        e.parse::<EnvRef>()?;
+    }
+    Ok(env)
+}
+
 pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     if a.command.is_empty() || a.command.iter().all(|c| c.trim().is_empty()) {
         bail!("the command is empty: give one after --, e.g. podder run -- python train.py");
@@ -57,6 +83,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     check_mounts(specs.iter().map(|s| &s.mount))?;
     let params = parse_params(&a.params)?;
     let timeout_secs = a.timeout.as_deref().map(parse_duration).transpose()?;
+    let resources = resources(&a.resources)?;
+    let env = environment(a.env)?;
     let (owner, project) = ctx.project(a.project.as_deref())?;
     ctx.client.project(&owner, &project).await.map_err(|e| match e.status() {
         Some(404) => anyhow!("project {owner}/{project} does not exist: create it with `podder init {project}`"),
@@ -79,12 +107,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
                 setup: a.setup,
                 params,
                 data: a.data,
-                env: None,
+                env,
                 timeout_secs,
                 retries: a.retries,
                 queue: a.queue,
                 message: a.message,
-                resources: Default::default(),
+                resources,
                 build: None,
             },
         )

@@ -8,6 +8,22 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podder");
+/// Local images made by scripts/test-images.sh.
+pub const PYTHON_IMAGE: &str = "podder-test/python:3.11";
+pub const BUSYBOX_IMAGE: &str = "podder-test/busybox";
+
+/// Runs `docker ARGS`; returns stdout (asserting success).
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ids of the containers labelled with this job.
+pub fn containers_of(job: &str) -> Vec<String> {
+    let f = format!("label=podder.job={job}");
+    docker(&["ps", "-aq", "--filter", &f]).lines().map(str::to_string).collect()
+}
 
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
@@ -65,9 +81,32 @@ impl Cluster {
     }
 
     pub fn add_agent(&mut self, name: &str) {
+        self.add_agent_with(name, &["--slots", "2"]);
+    }
+
+    /// An agent with more `podder agent` flags (e.g. `--executor docker`,
+    /// `--gpus 0,1`, `--queue q`); returns once the server lists it.
+    pub fn add_agent_with(&mut self, name: &str, extra: &[&str]) {
+        self.spawn_agent(name, extra);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.podder(self.tmp.path(), &["agents", "--json"]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if v.as_array().unwrap().iter().any(|a| a["name"] == name) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "agent {name} never registered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts an agent process without waiting for it to register.
+    pub fn spawn_agent(&mut self, name: &str, extra: &[&str]) {
         let child = Command::new(BIN)
             .args(["agent", "--server", &self.url, "--token", &self.token, "--name", name, "--stop-grace", "2"])
-            .args(["--slots", "2"])
+            .args(extra)
             .arg("--work-dir")
             .arg(self.tmp.path().join(format!("agent-{name}")))
             .env("HOME", self.tmp.path().join("home"))
@@ -141,6 +180,16 @@ impl Cluster {
             assert!(Instant::now() < deadline, "job {job} never reached the expected state: {j}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Points the stock `python-3.11` environment at the local test image
+    /// (no registry is reachable), with a plain venv for process agents.
+    pub fn local_python_env(&self) {
+        let reqs = self.tmp.path().join("empty-requirements.txt");
+        std::fs::write(&reqs, "").unwrap();
+        let r = reqs.to_str().unwrap();
+        let args = ["env", "create", "python-3.11", "--image", PYTHON_IMAGE, "--requirements", r, "--stock", "--replace"];
+        self.ok(self.tmp.path(), &args);
     }
 
     pub fn stats(&self) -> serde_json::Value {
