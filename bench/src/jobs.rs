@@ -63,6 +63,12 @@ async fn main() -> Result<()> {
         stop_grace: Duration::from_secs(5),
         lease_wait_ms: 30_000,
         cache_bytes: None,
+        executor: podder_core::ExecutorKind::Process,
+        gpus: vec![],
+        docker_user: "1000:1000".into(),
+        default_image: "python:3.11-slim".into(),
+        memory_bytes: None,
+        venv_python: None,
     };
     let client = Client::new(&url, &token)?;
     let agent = tokio::spawn(podder_agent::run_agent(client.clone(), agent_cfg, stop(rx)));

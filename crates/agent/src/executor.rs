@@ -45,6 +45,9 @@ pub struct JobPlan {
     /// Host paths never visible to the job (hidden where they lie inside a
     /// directory that the sandbox shows).
     pub hide: Vec<PathBuf>,
+    /// Host directories shown read-only at the same path, even inside a
+    /// hidden one (a requirement environment's venv in the work directory).
+    pub extra_ro: Vec<PathBuf>,
     pub sandbox: Sandbox,
     /// Stop the job (as a failure) after this long.
     pub timeout: Option<Duration>,
@@ -77,23 +80,59 @@ pub struct ExitStatusInfo {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Request {
+pub(crate) enum Request {
     Run,
     Stop,
     Kill,
 }
 
-/// A running job. Dropping it kills the job.
+/// A running job: a process group, or a container (see
+/// [`crate::docker_exec`]). Dropping it kills the job.
 pub struct Running {
     pid: u32,
+    container: Option<String>,
     requests: watch::Sender<Request>,
     done: watch::Receiver<Option<ExitStatusInfo>>,
+    /// Becomes true once what the job leaves behind (its container) is gone.
+    released: Option<watch::Receiver<bool>>,
+}
+
+/// The supervising side of a [`Running`], for executors in this crate.
+pub(crate) struct Supervised {
+    pub requests: watch::Receiver<Request>,
+    pub done: watch::Sender<Option<ExitStatusInfo>>,
+    pub released: watch::Sender<bool>,
 }
 
 impl Running {
-    /// The pid of the spawned process, which is also the process group id.
+    /// A handle for a container; the executor drives the other side.
+    pub(crate) fn for_container(id: String) -> (Running, Supervised) {
+        let (requests, req_rx) = watch::channel(Request::Run);
+        let (done_tx, done) = watch::channel(None);
+        let (rel_tx, rel_rx) = watch::channel(false);
+        let running = Running { pid: 0, container: Some(id), requests, done, released: Some(rel_rx) };
+        (running, Supervised { requests: req_rx, done: done_tx, released: rel_tx })
+    }
+
+    /// The pid of the spawned process, which is also the process group id
+    /// (0 for a container).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The container's id, when the job runs in one.
+    pub fn container(&self) -> Option<&str> {
+        self.container.as_deref()
+    }
+
+    /// Lets go of an ended job: its container (if any) is removed, and this
+    /// returns once it is. Call it after the output was captured.
+    pub async fn release(self) {
+        let Running { requests, released, .. } = self;
+        drop(requests);
+        if let Some(mut r) = released {
+            let _ = r.wait_for(|gone| *gone).await;
+        }
     }
 
     /// Asks the job to stop: SIGTERM to its processes, SIGKILL to the group
@@ -171,7 +210,7 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
         let info = sup.run(child, req_rx, readers).await;
         let _ = done_tx.send(Some(info));
     });
-    Ok(Running { pid, requests, done })
+    Ok(Running { pid, container: None, requests, done, released: None })
 }
 
 struct Supervisor {

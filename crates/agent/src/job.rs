@@ -12,17 +12,18 @@ use podder_core::api::{Finish, Lease};
 use podder_core::{JobState, ManifestId, Outcome};
 use tokio::sync::watch;
 
-use crate::Shared;
-use crate::executor;
+use crate::envs::{self, Realized};
 use crate::heartbeat::{self, Control, Controller};
+use crate::images::EnvError;
 use crate::logs::{self, LogSink};
 use crate::prepare::{JobDirs, remove_tree};
 use crate::retry::{CallError, with_retry};
 use crate::stages::{outcome_of, plan, prepare_retrying, upload_output};
+use crate::{Shared, build_job, docker_exec, executor};
 
 /// How a job's driver ended.
 enum End {
-    Finish(Finish),
+    Finish(Box<Finish>),
     Lost,
 }
 
@@ -78,7 +79,7 @@ pub(crate) async fn run_lease(shared: Arc<Shared>, lease: Lease) {
 }
 
 fn finish(outcome: Outcome, exit_code: Option<i32>, output: Option<ManifestId>, reason: Option<String>) -> End {
-    End::Finish(Finish { outcome, exit_code, output, reason, build: None })
+    End::Finish(Box::new(Finish { outcome, exit_code, output, reason, build: None }))
 }
 
 /// The end of a job that never ran, for a control that arrived first.
@@ -111,17 +112,37 @@ async fn drive(
         Err(e) => tracing::warn!(lease = %id, "cannot report the job as preparing: {e}"),
         Ok(()) => {}
     }
+    if lease.job.spec.build.is_some() {
+        return drive_build(shared, lease, dirs, log, ctl).await;
+    }
     let prepared = tokio::select! {
-        r = prepare_retrying(shared, lease, dirs, log) => r,
+        r = async {
+            let p = prepare_retrying(shared, lease, dirs, log).await?;
+            let env = envs::realize(shared, lease, dirs, log).await?;
+            anyhow::Ok((p, env))
+        } => r,
         c = changed(&mut ctl) => return ended_early(c),
     };
     // The pins keep the job's input trees in the cache until it ends.
-    let (plan, _pins) = match prepared.and_then(|p| Ok((plan(shared, lease, dirs, p.inputs)?, p.pins))) {
-        Ok(p) => p,
-        Err(e) => {
-            log.system(format!("error: the job could not be prepared: {e:#}")).await;
-            return finish(Outcome::Failed, None, None, Some(format!("preparation failed: {e:#}")));
+    let (mut plan, _pins, env) =
+        match prepared.and_then(|(p, env)| Ok((plan(shared, lease, dirs, p.inputs)?, p.pins, env))) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(env) = e.downcast_ref::<EnvError>() {
+                    log.system(format!("error: {env}")).await;
+                    return finish(Outcome::Failed, None, None, Some(env.to_string()));
+                }
+                log.system(format!("error: the job could not be prepared: {e:#}")).await;
+                return finish(Outcome::Failed, None, None, Some(format!("preparation failed: {e:#}")));
+            }
+        };
+    let docker = match env {
+        Realized::Process { env, extra_ro } => {
+            plan.env.extend(env);
+            plan.extra_ro = extra_ro;
+            None
         }
+        Realized::Docker(d) => Some(d),
     };
     if let c @ (Control::Lost | Control::Shutdown | Control::Stop) = *ctl.borrow() {
         return ended_early(c);
@@ -134,11 +155,15 @@ async fn drive(
     for s in &lease.job.spec.setup {
         log.system(format!("setup: {s}")).await;
     }
-    let running = match executor::spawn(plan, log.clone()).await {
+    let spawned = match (&docker, &shared.docker) {
+        (Some(d), Some(images)) => docker_exec::spawn(&images.engine, &plan, d, log.clone()).await,
+        _ => executor::spawn(plan, log.clone()).await.map_err(anyhow::Error::from),
+    };
+    let running = match spawned {
         Ok(r) => r,
         Err(e) => {
-            log.system(format!("error: cannot start the job: {e}")).await;
-            return finish(Outcome::Failed, None, None, Some(format!("cannot start the job: {e}")));
+            log.system(format!("error: cannot start the job: {e:#}")).await;
+            return finish(Outcome::Failed, None, None, Some(format!("cannot start the job: {e:#}")));
         }
     };
     let info = loop {
@@ -180,5 +205,29 @@ async fn drive(
             None
         }
     };
+    running.release().await;
     finish(outcome, Some(info.code), output, reason)
+}
+
+/// A build job, from `running` to its end (see [`build_job`]).
+async fn drive_build(
+    shared: &Shared,
+    lease: &Lease,
+    dirs: &JobDirs,
+    log: &LogSink,
+    mut ctl: watch::Receiver<Control>,
+) -> End {
+    let (client, id) = (&shared.client, lease.lease_id.as_str());
+    match with_retry("reporting running", &shared.deadline, || client.set_state(id, JobState::Running)).await {
+        Err(CallError::Gone) => return End::Lost,
+        Err(e) => tracing::warn!(lease = %id, "cannot report the job as running: {e}"),
+        Ok(()) => {}
+    }
+    tokio::select! {
+        fin = build_job::run(shared, lease, dirs, log) => End::Finish(Box::new(fin)),
+        c = changed(&mut ctl) => {
+            log.system("the build was interrupted").await;
+            ended_early(c)
+        }
+    }
 }

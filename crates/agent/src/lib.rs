@@ -7,9 +7,14 @@
 //! the executor ([`executor`]) and the sandbox ([`sandbox`]). The agent
 //! talks to the server only through [`podder_client::Client`].
 
+mod build_job;
 mod cache;
+pub mod docker_exec;
+mod envs;
 pub mod executor;
 mod heartbeat;
+mod images;
+pub mod inventory;
 mod job;
 pub mod logs;
 mod prepare;
@@ -17,6 +22,7 @@ mod retry;
 pub mod sandbox;
 pub mod signals;
 mod stages;
+mod venv;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use podder_client::Client;
 use podder_core::api::LeaseRequest;
+use podder_core::{ExecutorKind, Gpu};
 use tokio::sync::watch;
 
 pub use cache::{DEFAULT_CACHE_MAX, default_cache_bytes};
 pub use executor::{Ending, ExitStatusInfo, JobPlan, Running, spawn};
+pub use inventory::{detect_gpus, parse_gpus};
 pub use logs::LogSink;
 pub use sandbox::Sandbox;
 
@@ -69,6 +77,29 @@ pub struct AgentConfig {
     /// smaller of 50 GiB and a quarter of the work directory's filesystem
     /// ([`default_cache_bytes`]).
     pub cache_bytes: Option<u64>,
+    /// How jobs run: `Process` (the default; bubblewrap per [`sandbox`](Self::sandbox))
+    /// or `Docker` (a container per job on the local Docker engine; see
+    /// [`docker_exec`]). Sent to the server in the inventory, which places
+    /// jobs that need Docker only on docker agents.
+    pub executor: ExecutorKind,
+    /// The GPUs this agent offers (`--gpus auto|none|0,1`, see
+    /// [`parse_gpus`]). The server assigns a job concrete indices from
+    /// these; the process executor passes them in `CUDA_VISIBLE_DEVICES`,
+    /// the docker executor as a DeviceRequest.
+    pub gpus: Vec<Gpu>,
+    /// The user docker jobs run as (`uid:gid`, default `1000:1000`): the
+    /// job's code and output directories are given to it.
+    pub docker_user: String,
+    /// The image of docker jobs without an environment, and the base of
+    /// requirements-only environments (default `python:3.11-slim`).
+    pub default_image: String,
+    /// The memory this agent offers, in bytes. `None`: the machine's
+    /// (`MemTotal` of `/proc/meminfo`).
+    pub memory_bytes: Option<u64>,
+    /// The Python that makes the virtual environments of requirement
+    /// environments (process executor). `None`: `/usr/bin/python3` when
+    /// present (it is visible inside the sandbox), else `python3` on `PATH`.
+    pub venv_python: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -85,9 +116,25 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             lease_wait_ms: 30_000,
             cache_bytes: None,
+            executor: ExecutorKind::Process,
+            gpus: Vec::new(),
+            docker_user: DEFAULT_DOCKER_USER.into(),
+            default_image: DEFAULT_IMAGE.into(),
+            memory_bytes: None,
+            venv_python: None,
         }
     }
 }
+
+/// The default of [`AgentConfig::docker_user`].
+pub const DEFAULT_DOCKER_USER: &str = "1000:1000";
+/// The default of [`AgentConfig::default_image`].
+pub const DEFAULT_IMAGE: &str = "python:3.11-slim";
+/// The label naming the job of a container (`owner/project#n`).
+pub const LABEL_JOB: &str = "podder.job";
+/// The label naming the agent that made a container; an agent removes every
+/// container with its own name at start (the orphans of a crashed run).
+pub const LABEL_AGENT: &str = "podder.agent";
 
 /// What every job task of one agent shares.
 pub(crate) struct Shared {
@@ -95,6 +142,10 @@ pub(crate) struct Shared {
     pub config: AgentConfig,
     pub sandbox: Sandbox,
     pub workspace: prepare::Workspace,
+    /// The Docker engine and its image builds (docker executor only).
+    pub docker: Option<images::Images>,
+    /// The virtual environments of requirement environments.
+    pub venvs: venv::Venvs,
     /// Becomes true when the agent shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// When calls to the server stop being retried (set on shutdown).
@@ -114,16 +165,28 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(config.slots > 0, "an agent needs at least one slot");
-    let sandbox = Sandbox::resolve(config.sandbox).await?;
+    let sandbox = match config.executor {
+        ExecutorKind::Process => Sandbox::resolve(config.sandbox).await?,
+        // Containers isolate docker jobs; bubblewrap is not used.
+        ExecutorKind::Docker => Sandbox::None,
+    };
     let (dir, limit) = (config.work_dir.clone(), config.cache_bytes);
     let workspace = tokio::task::spawn_blocking(move || prepare::Workspace::open(&dir, limit)).await??;
+    let venvs = venv::Venvs::open(workspace.root(), config.venv_python.clone())?;
+    let docker = match config.executor {
+        ExecutorKind::Process => None,
+        ExecutorKind::Docker => Some(images::Images::connect(&config.name).await?),
+    };
     if !sandbox.is_sandboxed() && !config.hide_paths.is_empty() {
         tracing::warn!(
             hidden = ?config.hide_paths,
             "without bubblewrap, jobs can read every path this agent's user can, hide_paths included"
         );
     }
+    let inventory = inventory::inventory(&config);
     tracing::info!(agent = %config.name, queue = %config.queue, slots = config.slots, sandbox = ?sandbox,
+        executor = ?config.executor, gpus = ?inventory.gpus.iter().map(|g| g.index).collect::<Vec<_>>(),
+        cpus = inventory.cpus, memory = inventory.memory_bytes,
         work_dir = %workspace.root().display(), cache_limit = workspace.cache_limit(), server = client.base_url(), "agent started");
     let (stop_tx, stop_rx) = watch::channel(false);
     let deadline = retry::Deadline::default();
@@ -134,10 +197,11 @@ pub async fn run_agent(
         d.set(Instant::now() + grace + SHUTDOWN_RETRY);
         let _ = stop_tx.send(true);
     });
-    let shared = Arc::new(Shared { client, config, sandbox, workspace, shutdown: stop_rx.clone(), deadline });
+    let shared =
+        Arc::new(Shared { client, config, sandbox, workspace, docker, venvs, shutdown: stop_rx.clone(), deadline });
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..shared.config.slots {
-        slots.spawn(slot_loop(shared.clone(), slot));
+        slots.spawn(slot_loop(shared.clone(), slot, inventory.clone()));
     }
     let mut stop = stop_rx.clone();
     tokio::select! {
@@ -157,13 +221,13 @@ pub async fn run_agent(
 }
 
 /// One slot: lease a job, run it, repeat, until shutdown.
-async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+async fn slot_loop(shared: Arc<Shared>, slot: usize, inventory: podder_core::Inventory) {
     let mut shutdown = shared.shutdown.clone();
     let req = LeaseRequest {
         agent: shared.config.name.clone(),
         queue: shared.config.queue.clone(),
         wait_ms: shared.config.lease_wait_ms,
-        inventory: Default::default(),
+        inventory,
     };
     let mut backoff = Duration::from_millis(500);
     loop {

@@ -241,6 +241,11 @@ pub(crate) fn bwrap_args(plan: &JobPlan) -> Vec<String> {
             }
         }
     }
+    // After the hiding, so that these show even inside a hidden directory.
+    for d in &plan.extra_ro {
+        let d = display(d);
+        push(&mut a, ["--ro-bind", &d, &d]);
+    }
     push(&mut a, ["--chdir", "/code"]);
     a
 }
@@ -289,6 +294,7 @@ mod tests {
             output_dir: job.join("output"),
             inputs: vec![],
             hide: vec![work.path().to_path_buf()],
+            extra_ro: vec![],
             sandbox: Sandbox::Bubblewrap("/usr/bin/bwrap".into()),
             timeout: None,
             stop_grace: std::time::Duration::from_secs(1),

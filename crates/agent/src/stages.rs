@@ -126,6 +126,7 @@ pub(crate) fn plan(
         output_dir: dirs.output.clone(),
         inputs,
         hide,
+        extra_ro: Vec::new(),
         sandbox: shared.sandbox.clone(),
         timeout: spec.timeout_secs.map(Duration::from_secs),
         stop_grace: shared.config.stop_grace,

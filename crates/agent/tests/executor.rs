@@ -33,6 +33,7 @@ fn plan(dir: &Path, script: &str, sandbox: Sandbox) -> JobPlan {
         output_dir: output,
         inputs: vec![],
         hide: vec![],
+        extra_ro: vec![],
         sandbox,
         timeout: None,
         stop_grace: Duration::from_secs(5),

@@ -67,10 +67,8 @@ fn docker_job_sees_the_same_paths_as_a_process_job_and_cannot_write_inputs() {
 fn docker_job_runs_as_non_root_with_limits_and_no_network() {
     let c = docker_cluster();
     let dir = c.project_dir("limits");
-    let job = c.ok(
-        &dir,
-        &["run", "--cpus", "0.5", "--memory", "256M", "--no-network", "--", "sh", "-c", "id -u; sleep 60"],
-    );
+    let job =
+        c.ok(&dir, &["run", "--cpus", "0.5", "--memory", "256M", "--no-network", "--", "sh", "-c", "id -u; sleep 60"]);
     let job = job.trim();
     wait_for(60, "the container", || !containers_of(job).is_empty());
     c.wait_job(&dir, job, 60, |j| j["state"] == "running");

@@ -17,7 +17,7 @@ fn version_segment(v: Version) -> String {
 }
 
 impl Client {
-    async fn delete(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.req(Method::DELETE, path)).await.map(drop)
     }
 

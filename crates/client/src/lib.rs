@@ -5,6 +5,7 @@
 //! commit) on top of it. This crate must not parse command lines or print.
 
 mod datasets;
+mod envs;
 mod error;
 mod frames;
 pub mod transfer;

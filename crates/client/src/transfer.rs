@@ -55,8 +55,16 @@ pub struct UploadReport {
     pub bytes_sent: u64,
 }
 
-/// Chunks to send, with where to read each.
-type Batch = Vec<(ChunkId, ChunkSource)>;
+/// A chunk to send: where to read it, and its bytes when the scan kept them
+/// (then it is not read again).
+struct Outgoing {
+    id: ChunkId,
+    src: ChunkSource,
+    data: Option<pipeline::Held>,
+}
+
+/// Chunks to send.
+type Batch = Vec<Outgoing>;
 
 /// Uploads what the server lacks of `tree` and commits its manifest.
 pub async fn upload_tree(client: &Client, tree: &ScannedTree, progress: &dyn Progress) -> Result<UploadReport> {
@@ -76,9 +84,9 @@ pub async fn upload_tree(client: &Client, tree: &ScannedTree, progress: &dyn Pro
         let src = tree.sources.get(id).ok_or_else(|| {
             ClientError::Protocol(format!("the server asked for chunk {id}, which this tree does not hold"))
         })?;
-        sources.push((*id, src.clone()));
+        sources.push(Outgoing { id: *id, src: src.clone(), data: None });
     }
-    progress.start(sources.iter().map(|(_, s)| s.len as u64).sum());
+    progress.start(sources.iter().map(|o| o.src.len as u64).sum());
     let (tx, rx) = mpsc::channel::<Batch>(1);
     tx.send(sources).await.expect("the receiver is alive");
     drop(tx);
@@ -183,13 +191,13 @@ fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Res
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        for (id, src) in batch {
-            if let Err(e) = frame_chunk(&mut body.buf, id, &src, &mut file) {
+        for chunk in batch {
+            if let Err(e) = frame_chunk(&mut body.buf, &chunk, &mut file) {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
             n += 1;
-            bytes += u64::from(src.len);
+            bytes += u64::from(chunk.src.len);
             if body.buf.len() >= SEND_BATCH_BYTES {
                 if tx.blocking_send(Ok((std::mem::replace(&mut body, new_body()), n, bytes))).is_err() {
                     return;
@@ -203,15 +211,17 @@ fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Res
     }
 }
 
-/// Appends one chunk's frame to `body`, read straight from its file into
-/// place and checked. `open` keeps the last file open, for the next chunk
-/// of the same file.
-fn frame_chunk(
-    body: &mut Vec<u8>,
-    id: ChunkId,
-    src: &ChunkSource,
-    open: &mut Option<(PathBuf, File)>,
-) -> std::io::Result<()> {
+/// Appends one chunk's frame to `body`: the bytes the scan kept (they are
+/// what was hashed), or else read straight from its file into place and
+/// checked. `open` keeps the last file open, for the next chunk of the same
+/// file.
+fn frame_chunk(body: &mut Vec<u8>, chunk: &Outgoing, open: &mut Option<(PathBuf, File)>) -> std::io::Result<()> {
+    let (id, src) = (chunk.id, &chunk.src);
+    if let Some(data) = &chunk.data {
+        body.extend_from_slice(&frames::header(&id, data.len()));
+        body.extend_from_slice(data);
+        return Ok(());
+    }
     let context = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),

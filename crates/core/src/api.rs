@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ChunkId, ManifestId};
 use crate::env::{EnvSpec, ImageBuild, Inventory, Resources};
-use crate::task::TaskSpec;
 use crate::job::{JobState, Outcome};
 use crate::mount::MountPath;
 use crate::names::Name;
 use crate::refs::JobRef;
+use crate::task::TaskSpec;
 
 /// The API version prefix.
 pub const PREFIX: &str = "/api/v1";

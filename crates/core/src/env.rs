@@ -168,10 +168,10 @@ impl EnvSpec {
         if let Some(b) = &self.build {
             return Some(b.tag());
         }
-        if gpus > 0 {
-            if let Some(g) = &self.gpu_image {
-                return Some(g.clone());
-            }
+        if gpus > 0
+            && let Some(g) = &self.gpu_image
+        {
+            return Some(g.clone());
         }
         self.image.clone()
     }
@@ -198,15 +198,15 @@ impl Eq for Resources {}
 
 impl Resources {
     pub fn check(&self) -> Result<(), Error> {
-        if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0 && c <= 1024.0) {
-                return Err(invalid(format!("--cpus {c} is out of range: give a number of cores such as 2 or 0.5")));
-            }
+        if let Some(c) = self.cpus
+            && !(c.is_finite() && c > 0.0 && c <= 1024.0)
+        {
+            return Err(invalid(format!("--cpus {c} is out of range: give a number of cores such as 2 or 0.5")));
         }
-        if let Some(m) = self.memory_bytes {
-            if m < 6 * 1024 * 1024 {
-                return Err(invalid(format!("--memory {m} bytes is too small: give at least 6M (e.g. 512M, 4G)")));
-            }
+        if let Some(m) = self.memory_bytes
+            && m < 6 * 1024 * 1024
+        {
+            return Err(invalid(format!("--memory {m} bytes is too small: give at least 6M (e.g. 512M, 4G)")));
         }
         if self.gpus > 64 {
             return Err(invalid(format!("--gpu {} is more GPUs than any machine has", self.gpus)));
@@ -283,10 +283,11 @@ pub fn place(inv: &Inventory, held: &[u32], res: &Resources, needs_docker: bool)
     if needs_docker && inv.executor != Some(ExecutorKind::Docker) {
         return None;
     }
-    if let Some(m) = res.memory_bytes {
-        if inv.memory_bytes > 0 && m > inv.memory_bytes {
-            return None;
-        }
+    if let Some(m) = res.memory_bytes
+        && inv.memory_bytes > 0
+        && m > inv.memory_bytes
+    {
+        return None;
     }
     let free: Vec<u32> = inv.gpus.iter().map(|g| g.index).filter(|i| !held.contains(i)).collect();
     if (res.gpus as usize) > free.len() {

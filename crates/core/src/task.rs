@@ -36,7 +36,9 @@ impl ParamType {
     /// Checks a value given as text; answers its normal form.
     pub fn check(self, v: &str) -> Result<String, String> {
         match self {
-            ParamType::Int => v.trim().parse::<i64>().map(|n| n.to_string()).map_err(|_| format!("'{v}' is not an int")),
+            ParamType::Int => {
+                v.trim().parse::<i64>().map(|n| n.to_string()).map_err(|_| format!("'{v}' is not an int"))
+            }
             ParamType::Float => match v.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => Ok(v.trim().to_string()),
                 _ => Err(format!("'{v}' is not a float")),
@@ -197,7 +199,12 @@ mod tests {
         assert_eq!(p["lr"], "0.5");
         let bad = BTreeMap::from([("epochs".to_string(), "five".to_string()), ("nope".to_string(), "1".to_string())]);
         let e = t.resolve_params(&bad).unwrap_err().to_string();
-        assert!(e.contains("'five' is not an int") && e.contains("no parameter 'nope'") && e.contains("'tag' has no default"), "{e}");
+        assert!(
+            e.contains("'five' is not an int")
+                && e.contains("no parameter 'nope'")
+                && e.contains("'tag' has no default"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -208,9 +215,10 @@ mod tests {
         assert!(e.starts_with("t/task.yaml:4:"), "{e}");
         let e = TaskSpec::from_yaml("name: train\n", "task.yaml").unwrap_err().to_string();
         assert!(e.contains("command"), "{e}");
-        let e = TaskSpec::from_yaml("name: train\ncommand: [x]\nparams:\n  n: {type: int, default: abc}\n", "task.yaml")
-            .unwrap_err()
-            .to_string();
+        let e =
+            TaskSpec::from_yaml("name: train\ncommand: [x]\nparams:\n  n: {type: int, default: abc}\n", "task.yaml")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("default"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
-//! The metadata store: owners, tokens, projects, jobs, leases, log lines,
-//! datasets and their versions, and what storage the records hold on to.
+//! The metadata store: owners, tokens, projects, jobs, leases (with GPU
+//! placement), log lines, datasets and their versions, environments, agents,
+//! deployed tasks, and what storage the records hold on to.
 //!
 //! [`MetaStore`] is the one interface the server uses; [`SqliteStore`] is the
 //! embedded backend (WAL mode, one writer connection, a pool of readers).
@@ -18,13 +19,13 @@ pub mod types;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use podder_core::api::{Dataset, DatasetVersion, Job, LogLine, Project};
+use podder_core::api::{AgentInfo, Dataset, DatasetVersion, Environment, Job, LogLine, Project, Task};
 use podder_core::refs::Version;
-use podder_core::{JobState, ManifestId, Name};
+use podder_core::{Inventory, JobState, ManifestId, Name};
 
 pub use error::{MetaError, Result};
 pub use sqlite::SqliteStore;
-pub use types::{Claim, FinishJob, JobId, JobRecord, NewJob, NewVersion, Owner, TokenHash};
+pub use types::{Claim, EnvWrite, FinishJob, JobId, JobRecord, NewJob, NewTask, NewVersion, Owner, TokenHash};
 
 /// Everything the server stores about owners, projects and jobs.
 #[async_trait]
@@ -67,14 +68,19 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // --- leases (agent side); an invalid lease is `MetaError::lease_gone` ---
 
-    /// Atomically assigns the oldest queued job of `claim.queue` to an agent.
+    /// Atomically assigns to an agent the oldest queued job of `claim.queue`
+    /// that fits its inventory (`podder_core::env::place`, counting the GPUs
+    /// its leased jobs hold), recording the GPU indices placement picked.
+    /// Choosing and taking happen in one write transaction, so two jobs
+    /// never hold the same GPU of an agent, however many claims race.
     async fn claim_job(&self, claim: &Claim) -> Result<Option<JobRecord>>;
     /// Extends a live lease to `expires_at`.
     async fn heartbeat(&self, lease_id: &str, expires_at: i64) -> Result<JobRecord>;
     /// `preparing` or `running` (which sets `started_at`); resending the
     /// current state is a no-op.
     async fn set_progress(&self, lease_id: &str, state: JobState, now: i64) -> Result<JobRecord>;
-    /// Ends a leased job. A failure after a stop request is recorded as
+    /// Ends a leased job; `finish.build` is kept as the job's build result
+    /// and is `Invalid` unless the job is a build job that succeeded. A failure after a stop request is recorded as
     /// `stopped`. Resending the same finish returns the job unchanged. An
     /// output over the owner's quota (`finish.quota`) is dropped and the job
     /// recorded as `failed` with the quota message as its reason.
@@ -83,6 +89,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// goes back to `queued` (attempt + 1) while its retries allow. Returns
     /// the jobs changed, in their new state.
     async fn expire_leases(&self, now: i64) -> Result<Vec<JobRecord>>;
+
+    /// The newest succeeded build job of a project that has a build result.
+    async fn latest_build_job(&self, owner: &Name, project: &Name) -> Result<Option<JobRecord>>;
+
+    // --- agents ---
+
+    /// Records what an agent offers on which queue, and when it was seen.
+    async fn agent_seen(&self, name: &str, queue: &str, inventory: &Inventory, now: i64) -> Result<()>;
+    /// Marks a known agent as seen now (a heartbeat of one of its jobs).
+    async fn agent_alive(&self, name: &str, now: i64) -> Result<()>;
+    /// Every agent as last seen, by name, with the GPUs its leased jobs hold.
+    async fn list_agents(&self) -> Result<Vec<AgentInfo>>;
 
     // --- logs ---
 
@@ -114,6 +132,25 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Deletes one version; `Conflict` (naming the job) while a queued or
     /// leased job mounts it.
     async fn delete_version(&self, owner: &Name, name: &Name, version: u32) -> Result<()>;
+
+    // --- environments ---
+
+    /// Stores an environment of an existing owner (see [`EnvWrite`]);
+    /// answers what is stored afterwards.
+    async fn put_env(&self, env: &Environment, mode: EnvWrite) -> Result<Environment>;
+    async fn get_env(&self, owner: &Name, name: &Name) -> Result<Environment>;
+    /// The stock environments and `owner`'s own, stock first, by name.
+    async fn list_envs(&self, owner: &Name) -> Result<Vec<Environment>>;
+    async fn delete_env(&self, owner: &Name, name: &Name) -> Result<()>;
+
+    // --- tasks ---
+
+    /// Registers a task under its spec's name: version 1, or one more than
+    /// the deployed one (which it replaces).
+    async fn deploy_task(&self, new: NewTask) -> Result<Task>;
+    async fn get_task(&self, owner: &Name, project: &Name, name: &Name) -> Result<Task>;
+    /// A project's tasks, by name.
+    async fn list_tasks(&self, owner: &Name, project: &Name) -> Result<Vec<Task>>;
 
     // --- storage ---
 

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use podder_core::api::{Job, JobSpec};
-use podder_core::{JobRef, ManifestId, Name, Outcome};
+use podder_core::api::{BuildResult, Job, JobSpec};
+use podder_core::task::TaskSpec;
+use podder_core::{EnvSpec, Inventory, JobRef, ManifestId, Name, Outcome};
 
 /// An owner (a user or a team) as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +77,10 @@ pub struct Claim {
     pub lease_id: String,
     pub now: i64,
     pub expires_at: i64,
+    /// What the agent offers: only a job that fits it (`podder_core::env::place`,
+    /// counting the GPUs the agent's leased jobs hold) is claimed, and the
+    /// GPU indices placement picks are recorded on the job.
+    pub inventory: Inventory,
 }
 
 /// How an agent ended a job.
@@ -92,6 +97,8 @@ pub struct FinishJob {
     /// the owner past it is not kept, and the job fails with the reason
     /// [`MetaError::quota_exceeded`](crate::MetaError::quota_exceeded) gives.
     pub quota: Option<u64>,
+    /// A build job's result; only for a build job that succeeded.
+    pub build: Option<BuildResult>,
     pub now: i64,
 }
 
@@ -111,4 +118,29 @@ pub struct NewVersion {
     /// the owner past it is refused with [`MetaError::Quota`](crate::MetaError::Quota).
     pub quota: Option<u64>,
     pub now: i64,
+}
+
+/// A task to deploy (or deploy again: the version goes up by one).
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub owner: Name,
+    pub project: Name,
+    pub spec: TaskSpec,
+    pub environment: EnvSpec,
+    /// The build job's number in the same project.
+    pub build_job: u64,
+    pub commit: Option<String>,
+    pub obfuscated: bool,
+    pub now: i64,
+}
+
+/// How `MetaStore::put_env` treats an environment of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvWrite {
+    /// `Conflict` when one exists.
+    Create,
+    /// Replaces one that exists.
+    Replace,
+    /// Leaves one that exists alone (seeding the stock environments).
+    IfAbsent,
 }

@@ -2,7 +2,11 @@
 //! reports progress, heartbeats (learning of stop requests at once), uploads
 //! log lines and finishes the job, always naming its lease.
 //!
-//! Any valid token may act as an agent for now; the agent's name is recorded.
+//! Agent routes need an admin token; the agent's name is recorded. Every
+//! lease request records the agent's queue and inventory (`GET /agents`),
+//! and the claim places only a job that fits that inventory, assigning its
+//! GPU indices (see `MetaStore::claim_job`). A build job's finish may carry
+//! what it built, kept as the job's build result.
 //!
 //! A finish whose output would take the job's owner past the storage quota
 //! is answered 413, and the job is recorded as failed with that reason
@@ -65,6 +69,7 @@ async fn lease(
     caller.require_agent()?;
     check_agent(&req.agent)?;
     check_queue(&req.queue)?;
+    state.meta.agent_seen(&req.agent, &req.queue, &req.inventory, now_ms()).await?;
     let notify = state.queues.subscribe(&req.queue);
     let deadline = state.deadline(req.wait_ms, LEASE_WAIT_MAX_MS);
     let lease_ms = state.config.lease_ms;
@@ -76,6 +81,7 @@ async fn lease(
             lease_id: random_hex::<16>().map_err(|e| ApiError::internal(e.to_string()))?,
             now,
             expires_at: now + lease_ms as i64,
+            inventory: req.inventory.clone(),
         };
         Ok::<_, ApiError>(state.meta.claim_job(&claim).await?.map(|rec| (claim.lease_id, rec)))
     })
@@ -116,6 +122,10 @@ async fn heartbeat(
     caller.require_agent()?;
     let lease_ms = state.config.lease_ms;
     let rec = state.meta.heartbeat(&lease_id, now_ms() + lease_ms as i64).await?;
+    if let Some(agent) = &rec.job.agent {
+        // A busy agent sends no lease requests; its heartbeats show it alive.
+        state.meta.agent_alive(agent, now_ms()).await?;
+    }
     if rec.stop_requested {
         return Ok(Json(HeartbeatReply { stop: true }));
     }
@@ -169,6 +179,7 @@ async fn finish(
         output_bytes,
         reason: req.reason,
         quota: state.config.quota_bytes,
+        build: req.build,
         now: now_ms(),
     };
     let rec = state.meta.finish_job(&lease_id, &finish).await?;

@@ -3,7 +3,8 @@
 //! reaper. Datasets (`datasets`), the storage limits of [`ServerConfig`]
 //! (chunk and manifest sizes, per-owner quotas) and garbage collection of
 //! the object store (`gc`, made safe for uploads in flight by `grace`) live
-//! here too.
+//! here too, as do environments (`envs`, with the stock ones seeded at
+//! start), the agent list (`agents`) and deployed tasks (`tasks`).
 //!
 //! This crate owns HTTP: routing, authentication, mapping errors to statuses,
 //! long-polls. It holds no scheduling rules of its own beyond calling the
@@ -13,9 +14,11 @@
 
 mod admin;
 mod agent;
+mod agents;
 mod auth;
 mod chunks;
 mod datasets;
+mod envs;
 mod error;
 mod gc;
 mod grace;
@@ -26,6 +29,7 @@ mod projects;
 mod reaper;
 mod resolve;
 mod state;
+mod tasks;
 mod wait;
 
 use std::future::Future;
@@ -116,7 +120,15 @@ impl Server {
         let meta = SqliteStore::open(&dir.join("meta.db"))
             .await
             .with_context(|| format!("cannot open the metadata database in {}", dir.display()))?;
-        Ok(Server::with_stores(Arc::new(meta), Arc::new(store), config))
+        let server = Server::with_stores(Arc::new(meta), Arc::new(store), config);
+        server.seed().await?;
+        Ok(server)
+    }
+
+    /// Creates the stock environments that are missing (never replacing
+    /// one an admin changed). `open` and `serve` call it; it is idempotent.
+    pub async fn seed(&self) -> anyhow::Result<()> {
+        envs::seed_stock(self.state.meta.as_ref()).await.context("cannot seed the stock environments")
     }
 
     /// A server over stores chosen by the caller (other backends, tests).
@@ -156,6 +168,9 @@ impl Server {
             .merge(jobs::routes())
             .merge(logs::routes())
             .merge(agent::routes())
+            .merge(agents::routes())
+            .merge(envs::routes())
+            .merge(tasks::routes())
             .route_layer(axum::middleware::from_fn_with_state(self.state.clone(), auth::require_token));
         Router::new().nest(podder_core::api::PREFIX, api).fallback(error::no_route).with_state(self.state.clone())
     }
@@ -167,6 +182,7 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.seed().await?;
         let reaper = tokio::spawn(reaper::run(self.state.clone(), self.state.shutdown_signal()));
         let stop = self.state.shutdown.clone();
         let signal = async move {

@@ -63,11 +63,12 @@ impl AppState {
 
 impl Inner {
     /// A job changed state (or got a stop request): wake whoever watches it,
-    /// and the agents of its queue when it is queued again.
+    /// and the agents of its queue when it is queued again or has ended (an
+    /// ended job frees its GPUs, so a waiting job may fit now).
     pub fn job_changed(&self, rec: &JobRecord) {
         self.job_events.wake(&rec.id);
         self.job_control.wake(&rec.id);
-        if rec.job.state == podder_core::JobState::Queued {
+        if rec.job.state == podder_core::JobState::Queued || rec.job.state.is_terminal() {
             self.queues.wake(&rec.job.spec.queue);
         }
     }

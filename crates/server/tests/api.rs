@@ -284,7 +284,8 @@ async fn a_manifest_is_read_only_by_owners_it_was_granted_to() {
     assert_eq!(ts.submit(&alice, "alice", "p", &job(tree)).await.status(), StatusCode::CREATED);
     let lease = ts.lease(&admin, "default", 0).await.expect("the job is queued");
     let output = ts.commit_tree(&admin, &[("model.bin", b"alice's weights")]).await;
-    let done = Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(output), reason: None, build: None };
+    let done =
+        Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(output), reason: None, build: None };
     let r = ts.post(&admin, &format!("/agent/leases/{}/finish", lease.lease_id)).json(&done).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let (status, body) = error(get(&bob, output).await.unwrap()).await;

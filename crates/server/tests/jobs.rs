@@ -107,7 +107,8 @@ async fn an_agent_runs_a_job_and_its_output_feeds_the_next() {
     let beat: HeartbeatReply = heartbeat(&ts, &agent, lid, 0).await.json().await.unwrap();
     assert!(!beat.stop);
 
-    let uncommitted = Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(code), reason: None, build: None };
+    let uncommitted =
+        Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: Some(code), reason: None, build: None };
     let bogus = Finish { output: Some(podder_core::ManifestId::of(b"nothing")), ..uncommitted.clone() };
     assert_invalid(finish(&ts, &agent, lid, &bogus).await, "not committed").await;
     let output = ts.commit_tree(&agent, &[("model/weights.bin", b"0101"), ("metrics.json", b"{}")]).await;

@@ -11,18 +11,46 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
 
-use fastcdc::v2020::{FastCDC, StreamCDC};
+use bytes::Bytes;
+use fastcdc::v2020::FastCDC;
 use podder_core::ChunkId;
 
-/// Smallest chunk (except a file's last one).
+/// Smallest chunk (except a file's last one) of files under [`LARGE_FILE`].
 pub const MIN_SIZE: usize = 64 * 1024;
-/// Target average chunk size.
+/// Target average chunk size of files under [`LARGE_FILE`].
 pub const AVG_SIZE: usize = 256 * 1024;
-/// Largest chunk.
+/// Largest chunk of files under [`LARGE_FILE`].
 pub const MAX_SIZE: usize = 1024 * 1024;
+
+/// Files of this size and more are cut into larger chunks ([`LARGE`]): a
+/// quarter as many chunks, so half as many objects to store and requests
+/// to make per GiB, and a changed region still costs little beside the
+/// file's size (one 1 MiB write into a 256 MiB file sends about 2 MiB).
+pub const LARGE_FILE: u64 = 64 * 1024 * 1024;
+
+/// How FastCDC cuts: smallest chunk (except the last), target average,
+/// largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub min: usize,
+    pub avg: usize,
+    pub max: usize,
+}
+
+/// Chunk sizes of files under [`LARGE_FILE`].
+pub const SMALL: Sizes = Sizes { min: MIN_SIZE, avg: AVG_SIZE, max: MAX_SIZE };
+/// Chunk sizes of files of [`LARGE_FILE`] and more.
+pub const LARGE: Sizes = Sizes { min: 256 * 1024, avg: 512 * 1024, max: 2 * 1024 * 1024 };
+
+/// The chunk sizes for a file of `len` bytes.
+pub fn sizes_for(len: u64) -> Sizes {
+    if len >= LARGE_FILE { LARGE } else { SMALL }
+}
 
 /// Files up to this size are read whole; larger ones are streamed.
 const READ_WHOLE: u64 = 4 * 1024 * 1024;
+/// A streamed input is read this much at a time.
+const WINDOW: usize = 8 * 1024 * 1024;
 
 /// A chunk of a file: its id and where its bytes lie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +60,10 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
-/// Cuts `data` into chunks; empty input gives no chunks.
+/// Cuts `data` (a whole file) into chunks; empty input gives no chunks.
 pub fn chunk_bytes(data: &[u8]) -> Vec<(ChunkId, Range<usize>)> {
-    FastCDC::new(data, MIN_SIZE, AVG_SIZE, MAX_SIZE)
+    let z = sizes_for(data.len() as u64);
+    FastCDC::new(data, z.min, z.avg, z.max)
         .map(|c| {
             let range = c.offset..c.offset + c.length;
             (ChunkId::of(&data[range.clone()]), range)
@@ -46,7 +75,8 @@ pub fn chunk_bytes(data: &[u8]) -> Vec<(ChunkId, Range<usize>)> {
 /// in memory (small files are read whole). An empty file gives no chunks.
 pub fn chunk_file(path: &Path) -> io::Result<Vec<ChunkRef>> {
     let mut file = File::open(path)?;
-    if file.metadata()?.len() <= READ_WHOLE {
+    let len = file.metadata()?.len();
+    if len <= READ_WHOLE {
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
         return Ok(chunk_bytes(&data)
@@ -54,17 +84,62 @@ pub fn chunk_file(path: &Path) -> io::Result<Vec<ChunkRef>> {
             .map(|(id, r)| ChunkRef { id, offset: r.start as u64, len: r.len() as u32 })
             .collect());
     }
-    chunk_reader(file)
+    chunk_reader(file, sizes_for(len))
 }
 
-/// Cuts everything `reader` yields into chunks, streaming.
-pub fn chunk_reader(reader: impl Read) -> io::Result<Vec<ChunkRef>> {
+/// Cuts everything `reader` yields into chunks of sizes `z`, streaming.
+pub fn chunk_reader(reader: impl Read, z: Sizes) -> io::Result<Vec<ChunkRef>> {
     let mut out = Vec::new();
-    for chunk in StreamCDC::new(reader, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
-        let chunk = chunk?;
-        out.push(ChunkRef { id: ChunkId::of(&chunk.data), offset: chunk.offset, len: chunk.length as u32 });
-    }
+    chunk_stream(reader, z, |r, _| {
+        out.push(r);
+        Ok(true)
+    })?;
     Ok(out)
+}
+
+/// Cuts everything `reader` yields into chunks of sizes `z` (as
+/// [`chunk_bytes`] would cut it whole, given the file's size), and hands each to `emit` with its bytes, in order; `emit`
+/// returning false stops early. The input is read [`WINDOW`] bytes at a time
+/// into fresh buffers that the chunks' bytes share (no copy but the one
+/// from the kernel), so a caller may keep them, e.g. to send them on.
+pub fn chunk_stream(
+    mut reader: impl Read,
+    z: Sizes,
+    mut emit: impl FnMut(ChunkRef, Bytes) -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut carry = Bytes::new();
+    let mut offset = 0u64;
+    loop {
+        // A new window starts with what the last one could not cut yet.
+        let mut buf = Vec::with_capacity(WINDOW.max(carry.len() + z.max));
+        buf.extend_from_slice(&carry);
+        let want = (buf.capacity() - buf.len()) as u64;
+        // `read_to_end` stops only at the limit or at the end of the input.
+        let eof = ((&mut reader).take(want).read_to_end(&mut buf)? as u64) < want;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let window = Bytes::from(buf);
+        let cdc = FastCDC::new(&window, z.min, z.avg, z.max);
+        let mut pos = 0;
+        // A cut is final only with a whole `z.max` (or the end of the input)
+        // after the chunk's start: only then is it where cutting the whole
+        // input would put it. The rest waits for the next window.
+        while pos < window.len() && (eof || window.len() - pos >= z.max) {
+            let (_, end) = cdc.cut(pos, window.len() - pos);
+            let len = end - pos;
+            let r = ChunkRef { id: ChunkId::of(&window[pos..end]), offset, len: len as u32 };
+            offset += len as u64;
+            let start = std::mem::replace(&mut pos, end);
+            if !emit(r, window.slice(start..end))? {
+                return Ok(());
+            }
+        }
+        if eof {
+            return Ok(());
+        }
+        carry = window.slice(pos..);
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +164,7 @@ mod tests {
     #[test]
     fn empty_and_small_inputs() {
         assert!(chunk_bytes(b"").is_empty());
-        assert!(chunk_reader(&b""[..]).unwrap().is_empty());
+        assert!(chunk_reader(&b""[..], SMALL).unwrap().is_empty());
         let one = chunk_bytes(b"tiny");
         assert_eq!(one, vec![(ChunkId::of(b"tiny"), 0..4)]);
     }
@@ -109,7 +184,61 @@ mod tests {
         }
         assert_eq!(next, data.len());
         // Streaming cuts exactly where whole-buffer chunking does.
-        assert_eq!(chunk_reader(&data[..]).unwrap(), refs(&data));
+        assert_eq!(chunk_reader(&data[..], SMALL).unwrap(), refs(&data));
+    }
+
+    /// Yields its bytes a few at a time, like a pipe.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(100_003);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streaming_across_windows_cuts_as_whole() {
+        for len in [WINDOW, 3 * WINDOW + 12_345] {
+            let data = random(len);
+            let want = refs(&data);
+            assert_eq!(chunk_reader(&data[..], SMALL).unwrap(), want, "len {len}");
+            let mut got = Vec::new();
+            chunk_stream(Trickle(&data), SMALL, |r, bytes| {
+                assert_eq!(&bytes[..], &data[r.offset as usize..r.offset as usize + r.len as usize]);
+                got.push(r);
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(got, want, "len {len}");
+        }
+        // Stopping early stops.
+        let data = random(WINDOW);
+        let mut n = 0;
+        chunk_stream(&data[..], SMALL, |_, _| {
+            n += 1;
+            Ok(n < 3)
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn large_files_get_large_chunks() {
+        let data = random(LARGE_FILE as usize + 3 * 1024 * 1024 + 1);
+        let chunks = chunk_bytes(&data);
+        assert!(chunks.iter().all(|(_, r)| r.len() <= LARGE.max));
+        assert!(chunks[..chunks.len() - 1].iter().all(|(_, r)| r.len() >= LARGE.min));
+        let mean = data.len() / chunks.len();
+        assert!(mean >= LARGE.avg / 2 && mean <= 2 * LARGE.avg, "mean {mean}");
+        // Streamed, as a file of that size is, it is cut the same way.
+        assert_eq!(chunk_reader(Trickle(&data), LARGE).unwrap(), refs(&data));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), &data).unwrap();
+        assert_eq!(chunk_file(&dir.path().join("big")).unwrap(), refs(&data));
+        // Just under the threshold: the small sizes.
+        assert_eq!(sizes_for(LARGE_FILE - 1), SMALL);
     }
 
     #[test]

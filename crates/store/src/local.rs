@@ -2,8 +2,12 @@
 //!
 //! Layout under the root:
 //!
-//! - `chunks/ab/<hex>`: a chunk, zstd-compressed, named by the BLAKE3 hex
-//!   digest of its uncompressed bytes (`ab` = the first two hex digits);
+//! - `chunks/ab/<hex>`: a chunk, named by the BLAKE3 hex digest of its
+//!   uncompressed bytes (`ab` = the first two hex digits): a zstd frame, or,
+//!   where compression would not pay (random data: images, video, archives),
+//!   [`RAW_MAGIC`] followed by the bytes as they are. The first four bytes
+//!   tell which (a zstd frame starts with its own magic number), so chunks
+//!   written before raw storage existed read as before;
 //! - `manifests/ab/<hex>`: a manifest's canonical JSON bytes, as sent;
 //! - objects are written as unnamed files (`O_TMPFILE`) in their shard
 //!   directory and linked into place once complete, so a reader never sees a
@@ -40,6 +44,14 @@ use crate::{at, blocking};
 
 /// zstd level for chunks: fast, and still good on text and code.
 const ZSTD_LEVEL: i32 = 1;
+/// The first bytes of a chunk file stored uncompressed. A zstd frame starts
+/// with `28 b5 2f fd` (and skippable frames with `5? 2a 4d 18`), so the two
+/// cannot be confused.
+pub const RAW_MAGIC: [u8; 4] = *b"pdr\0";
+/// Chunks up to this size are always compressed (probing would cost as much).
+const PROBE_ABOVE: usize = 32 * 1024;
+/// Bytes of each of the two samples a larger chunk is probed with.
+const PROBE_SAMPLE: usize = 8 * 1024;
 /// Temp files older than this are leftovers of a crash and removed on open.
 const STALE_TMP: Duration = Duration::from_secs(3600);
 
@@ -101,20 +113,10 @@ impl LocalStore {
         if exists(&path)? {
             return Ok(false);
         }
-        // One compression context per thread: creating one per chunk showed
-        // up in profiles of large uploads.
-        thread_local! {
-            static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-                const { std::cell::RefCell::new(None) };
+        match compress(data)? {
+            Some(compressed) => self.write_atomic(&path, &[&compressed], false)?,
+            None => self.write_atomic(&path, &[&RAW_MAGIC, data], false)?,
         }
-        let compressed = COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.is_none() {
-                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-            }
-            c.as_mut().expect("set above").compress(data)
-        })?;
-        self.write_atomic(&path, &compressed, false)?;
         Ok(true)
     }
 
@@ -122,7 +124,12 @@ impl LocalStore {
     /// checked against `id`.
     pub fn get_chunk_sync(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
         let path = self.chunk_path(&id);
-        let raw = read_object(&path, || format!("chunk {id}"))?;
+        let mut raw = read_object(&path, || format!("chunk {id}"))?;
+        if raw.starts_with(&RAW_MAGIC) {
+            raw.drain(..RAW_MAGIC.len());
+            check_chunk(id, &raw)?;
+            return Ok(raw);
+        }
         let data = zstd::stream::decode_all(&raw[..]).map_err(|e| {
             let msg = format!("chunk {id} at {} is damaged and cannot be decompressed: {e}", path.display());
             io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -161,7 +168,7 @@ impl LocalStore {
                 let root = File::open(&self.dirs.tmp).map_err(|e| at(&self.dirs.tmp, e))?;
                 rustix::fs::syncfs(&root).map_err(|e| at(&self.dirs.tmp, e.into()))?;
             }
-            self.write_atomic(&path, bytes, self.fsync)?;
+            self.write_atomic(&path, &[bytes], self.fsync)?;
         }
         Ok(())
     }
@@ -176,20 +183,29 @@ impl LocalStore {
         Ok(bytes)
     }
 
-    /// Writes `bytes` to a fresh temp file and renames it to `dest`. On any
-    /// error the temp file is removed and `dest` is untouched.
-    fn write_atomic(&self, dest: &Path, bytes: &[u8], flush: bool) -> io::Result<()> {
+    /// Writes `parts` (one after the other) to a fresh temp file and renames
+    /// it to `dest`. On any error the temp file is removed and `dest` is
+    /// untouched.
+    fn write_atomic(&self, dest: &Path, parts: &[&[u8]], flush: bool) -> io::Result<()> {
         let parent = dest.parent().expect("objects live in a shard directory");
-        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
-        match write_unnamed(parent, dest, bytes, flush) {
+        // The shard directory is made when the first write into it finds it
+        // missing, not checked before every write.
+        let mut written = write_unnamed(parent, dest, parts, flush);
+        if matches!(&written, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
+            written = write_unnamed(parent, dest, parts, flush);
+        }
+        match written {
             Err(e) if unnamed_unsupported(&e) => {}
+            Err(e) if e.raw_os_error().is_some() => return Err(at(parent, e)),
             other => return other,
         }
+        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let salt = getrandom::u64().unwrap_or(0);
         let tmp = TmpFile(self.dirs.tmp.join(format!("{}.{n}.{salt:016x}", std::process::id())));
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp.0).map_err(|e| at(&tmp.0, e))?;
-        f.write_all(bytes).map_err(|e| at(&tmp.0, e))?;
+        write_parts(&mut f, parts).map_err(|e| at(&tmp.0, e))?;
         if flush {
             f.sync_data().map_err(|e| at(&tmp.0, e))?;
         }
@@ -213,12 +229,12 @@ fn unnamed_unsupported(e: &io::Error) -> bool {
 /// nothing is visible until the link, and a crash leaves nothing behind. It
 /// also avoids every writer contending on one shared temp directory. An
 /// existing `dest` (the same content, stored by someone else) is success.
-fn write_unnamed(dir: &Path, dest: &Path, bytes: &[u8], flush: bool) -> io::Result<()> {
+fn write_unnamed(dir: &Path, dest: &Path, parts: &[&[u8]], flush: bool) -> io::Result<()> {
     use rustix::fs::{AtFlags, CWD, Mode, OFlags};
     let fd = rustix::fs::open(dir, OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_bits_truncate(0o644))
         .map_err(io::Error::from)?;
     let mut f = File::from(fd);
-    f.write_all(bytes).map_err(|e| at(dir, e))?;
+    write_parts(&mut f, parts).map_err(|e| at(dir, e))?;
     if flush {
         f.sync_data().map_err(|e| at(dir, e))?;
     }
@@ -231,6 +247,55 @@ fn write_unnamed(dir: &Path, dest: &Path, bytes: &[u8], flush: bool) -> io::Resu
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| at(dir, e))?;
     }
     Ok(())
+}
+
+/// Writes every part, in order, with as few system calls as the kernel
+/// allows (one, usually).
+fn write_parts(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The compressed form of a chunk, or `None` when it is better stored as it
+/// is. Compressing random bytes costs as much as writing them and saves
+/// nothing, so a larger chunk is first probed: two small samples (start and
+/// middle) are compressed, and only if they shrink is the whole chunk. A
+/// result that is not at least 1/32 smaller is not kept either.
+fn compress(data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    // One compression context per thread: creating one per chunk showed up
+    // in profiles of large uploads.
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        let c = c.as_mut().expect("set above");
+        if data.len() > PROBE_ABOVE {
+            let mid = data.len() / 2;
+            let mut probed = 0;
+            for sample in [&data[..PROBE_SAMPLE], &data[mid..mid + PROBE_SAMPLE]] {
+                probed += c.compress(sample)?.len();
+            }
+            if probed + probed / 16 >= 2 * PROBE_SAMPLE {
+                return Ok(None);
+            }
+        }
+        let compressed = c.compress(data)?;
+        Ok((compressed.len() < data.len() - data.len() / 32).then_some(compressed))
+    })
 }
 
 /// A temp file that is removed when dropped (i.e. unless the write succeeded

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use fastcdc::v2020::StreamCDC;
+use bytes::Bytes;
 use podder_core::{ChunkId, Entry, EntryKind, Manifest};
 
 pub use crate::chunker::ChunkRef;
-use crate::chunker::{AVG_SIZE, MAX_SIZE, MIN_SIZE, chunk_bytes};
+use crate::chunker::{chunk_bytes, chunk_stream, sizes_for};
 use crate::statcache::{StatCache, unix_ns};
 use walk::{FileJob, walk};
 
@@ -133,9 +133,11 @@ pub trait ScanObserver: Sync {
     /// The walk is done: this many files of this many bytes are next.
     fn walked(&self, _files: usize, _bytes: u64) {}
     /// Some chunks of the file at `path` are known: from the stat cache
-    /// (`cached`: all of them, at once), or as it is hashed (a large file
-    /// reports its chunks in several calls, as it is read).
-    fn chunks(&self, _path: &Path, _chunks: &[ChunkRef], _cached: bool) {}
+    /// (`cached`: all of them, at once; `data` is empty), or as it is hashed
+    /// (a large file reports its chunks in several calls, as it is read), with
+    /// their bytes in `data`, one per chunk, so that an upload need not read
+    /// them again. It may block (to bound how much of them is held).
+    fn chunks(&self, _path: &Path, _chunks: &[ChunkRef], _data: &[Bytes], _cached: bool) {}
     /// A file is done: hashed, or found in the stat cache (`cached`).
     fn file_done(&self, _size: u64, _cached: bool) {}
     /// True stops the scan early (it then fails with [`ScanError::Stopped`]).
@@ -198,7 +200,7 @@ pub fn scan_tree_with(
     for (f, k) in walked.files.iter().zip(&known) {
         if let Some(refs) = k {
             stats.cached_files += 1;
-            observer.chunks(&f.abs, refs, true);
+            observer.chunks(&f.abs, refs, &[], true);
             observer.file_done(f.size, true);
         }
     }
@@ -307,39 +309,39 @@ fn hash_files(
 /// Chunks one file, telling `observer` its chunks as they are cut: a small
 /// file at once, a large one every few chunks while it is streamed.
 fn chunk_observed(path: &Path, observer: &dyn ScanObserver) -> io::Result<Vec<ChunkRef>> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() <= STREAM_ABOVE {
-        let refs = chunk_reader_whole(file)?;
-        observer.chunks(path, &refs, false);
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len <= STREAM_ABOVE {
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        let data = Bytes::from(data);
+        let (refs, bytes): (Vec<ChunkRef>, Vec<Bytes>) = chunk_bytes(&data)
+            .into_iter()
+            .map(|(id, r)| (ChunkRef { id, offset: r.start as u64, len: r.len() as u32 }, data.slice(r)))
+            .unzip();
+        observer.chunks(path, &refs, &bytes, false);
         return Ok(refs);
     }
     let mut out = Vec::new();
+    let mut data = Vec::new();
     let mut reported = 0;
-    for chunk in StreamCDC::new(file, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
-        let chunk = chunk?;
-        out.push(ChunkRef { id: ChunkId::of(&chunk.data), offset: chunk.offset, len: chunk.length as u32 });
+    chunk_stream(file, sizes_for(len), |r, bytes| {
+        out.push(r);
+        data.push(bytes);
         if out.len() - reported >= REPORT_EVERY {
-            observer.chunks(path, &out[reported..], false);
+            observer.chunks(path, &out[reported..], &data, false);
+            data.clear();
             reported = out.len();
         }
-        if observer.stopped() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "the scan was stopped"));
-        }
+        Ok(!observer.stopped())
+    })?;
+    if observer.stopped() {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "the scan was stopped"));
     }
     if reported < out.len() {
-        observer.chunks(path, &out[reported..], false);
+        observer.chunks(path, &out[reported..], &data, false);
     }
     Ok(out)
-}
-
-/// Reads a small file whole and cuts it.
-fn chunk_reader_whole(mut file: File) -> io::Result<Vec<ChunkRef>> {
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
-    Ok(chunk_bytes(&data)
-        .into_iter()
-        .map(|(id, r)| ChunkRef { id, offset: r.start as u64, len: r.len() as u32 })
-        .collect())
 }
 
 mod walk;

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use podder_core::{ChunkId, Digest};
 
-use crate::chunker::{AVG_SIZE, ChunkRef, MAX_SIZE, MIN_SIZE};
+use crate::chunker::{ChunkRef, LARGE, LARGE_FILE, SMALL};
 
 const MAGIC: &[u8; 8] = b"PDSTAT01";
 
@@ -140,12 +140,19 @@ fn trusted(stat: &FileStat, scan_start_ns: i64) -> bool {
     stat.mtime_ns < scan_start_ns.saturating_sub(RACY_WINDOW.as_nanos() as i64)
 }
 
+/// How files are cut, recorded in the cache: a cache written with other
+/// chunk sizes holds chunks this version would not cut, and is dropped.
+fn chunking() -> [u32; 7] {
+    let [s, l] = [SMALL, LARGE].map(|z| [z.min, z.avg, z.max].map(|v| v as u32));
+    [s[0], s[1], s[2], l[0], l[1], l[2], (LARGE_FILE >> 20) as u32]
+}
+
 fn encode(cache: &StatCache, root: &Path) -> Vec<u8> {
     let chunks: usize = cache.entries.values().map(|c| c.chunks.len()).sum();
     let mut out = Vec::with_capacity(64 + cache.entries.len() * 80 + chunks * 36);
     out.extend_from_slice(MAGIC);
-    for size in [MIN_SIZE, AVG_SIZE, MAX_SIZE] {
-        out.extend_from_slice(&(size as u32).to_le_bytes());
+    for size in chunking() {
+        out.extend_from_slice(&size.to_le_bytes());
     }
     put_bytes(&mut out, root.as_os_str().as_encoded_bytes());
     out.extend_from_slice(&(cache.entries.len() as u64).to_le_bytes());
@@ -202,8 +209,8 @@ fn decode(bytes: &[u8], root: &Path) -> Option<StatCache> {
     if r.take(8)? != MAGIC {
         return None;
     }
-    for size in [MIN_SIZE, AVG_SIZE, MAX_SIZE] {
-        if r.u32()? as usize != size {
+    for size in chunking() {
+        if r.u32()? != size {
             return None;
         }
     }

@@ -2,6 +2,8 @@
 //! shared inputs, stop, lost leases, timeouts, preparation failures and
 //! shutdown.
 
+mod docker;
+mod envs;
 mod mock;
 
 use std::collections::BTreeMap;
@@ -30,12 +32,19 @@ type Agent = (oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>);
 
 /// Starts an agent on `work` against the server at `url`.
 fn start_agent(url: &str, work: &Path, slots: usize, cache_bytes: Option<u64>) -> Agent {
+    start_agent_with(url, work, |c| {
+        c.slots = slots;
+        c.cache_bytes = cache_bytes;
+    })
+}
+
+/// Starts an agent with the test settings, changed by `tweak`.
+fn start_agent_with(url: &str, work: &Path, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
     let mut config = AgentConfig::new("test-agent", work);
-    config.slots = slots;
     config.stop_grace = Duration::from_secs(2);
     config.lease_wait_ms = 500;
     config.sandbox = SandboxMode::Auto;
-    config.cache_bytes = cache_bytes;
+    tweak(&mut config);
     let client = podder_client::Client::new(url, "token").unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let agent = tokio::spawn(run_agent(client, config, async move {
@@ -49,6 +58,15 @@ async fn setup(slots: usize) -> Setup {
 }
 
 async fn setup_with(slots: usize, cache_bytes: Option<u64>) -> Setup {
+    setup_agent(|c| {
+        c.slots = slots;
+        c.cache_bytes = cache_bytes;
+    })
+    .await
+}
+
+/// A mock server with code (`run.sh`) and a dataset, and an agent set up by `tweak`.
+async fn setup_agent(tweak: impl FnOnce(&mut AgentConfig)) -> Setup {
     let mock = Arc::new(Mock::default());
     let url = mock.start().await;
     let src = tempfile::tempdir().unwrap();
@@ -58,7 +76,7 @@ async fn setup_with(slots: usize, cache_bytes: Option<u64>) -> Setup {
     std::fs::write(data_dir.path().join("data.txt"), "dataset bytes").unwrap();
     let data = mock.put_tree(data_dir.path());
     let work = tempfile::tempdir().unwrap();
-    let (tx, agent) = start_agent(&url, work.path(), slots, cache_bytes);
+    let (tx, agent) = start_agent_with(&url, work.path(), tweak);
     Setup { mock, url, work, stop: Some(tx), agent, code, data }
 }
 

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use podder_core::api::*;
-use podder_core::{ChunkId, JobState, Manifest, ManifestId};
+use podder_core::{ChunkId, Inventory, JobState, Manifest, ManifestId};
 use tokio::sync::Notify;
 
 #[derive(Default, Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct Mock {
     pub manifest_gets: Mutex<HashMap<ManifestId, u32>>,
     /// Fail this many log uploads with a 500 before accepting them.
     pub fail_logs: AtomicU32,
+    /// The inventory of every lease request, in order.
+    pub inventories: Mutex<Vec<Inventory>>,
     changed: Notify,
 }
 
@@ -115,6 +117,7 @@ impl Mock {
 }
 
 async fn lease(State(m): S, Json(req): Json<LeaseRequest>) -> Response {
+    m.inventories.lock().unwrap().push(req.inventory.clone());
     let until = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
     loop {
         let notified = m.changed.notified();

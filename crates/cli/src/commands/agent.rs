@@ -9,6 +9,9 @@ use podder_client::Client;
 use crate::args::AgentArgs;
 use crate::config::{self, ClientConfig};
 
+/// The image of docker jobs that name no environment.
+pub const DEFAULT_IMAGE: &str = "python:3.11-slim";
+
 pub async fn run(a: AgentArgs) -> Result<i32> {
     let cfg = ClientConfig::load()?;
     let server = a.server.or(cfg.server).ok_or_else(|| anyhow!("no server given: pass --server URL"))?;
@@ -30,8 +33,19 @@ pub async fn run(a: AgentArgs) -> Result<i32> {
         stop_grace: Duration::from_secs(a.stop_grace),
         lease_wait_ms: 30_000,
         cache_bytes: a.cache_bytes,
+        executor: a.executor.parse()?,
+        gpus: podder_agent::parse_gpus(&a.gpus)?,
+        docker_user: a.docker_user,
+        default_image: a.default_image.unwrap_or_else(|| DEFAULT_IMAGE.into()),
+        memory_bytes: None,
+        venv_python: None,
     };
-    eprintln!("agent {name} pulling jobs from {server}");
+    let gpus: Vec<String> = config.gpus.iter().map(|g| g.index.to_string()).collect();
+    eprintln!(
+        "agent {name} ({:?} executor, GPUs: {}) pulling jobs from {server}",
+        config.executor,
+        if gpus.is_empty() { "none".into() } else { gpus.join(",") }
+    );
     podder_agent::run_agent(client, config, super::shutdown_signal()).await?;
     Ok(0)
 }

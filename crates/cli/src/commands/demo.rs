@@ -57,6 +57,12 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         stop_grace: Duration::from_secs(5),
         lease_wait_ms: 30_000,
         cache_bytes: None,
+        executor: podder_core::ExecutorKind::Process,
+        gpus: vec![],
+        docker_user: "1000:1000".into(),
+        default_image: super::agent::DEFAULT_IMAGE.into(),
+        memory_bytes: None,
+        venv_python: None,
     };
     let agent_task = tokio::spawn(podder_agent::run_agent(Client::new(&url, &token)?, agent, wait_stop(stop_rx)));
     println!("podder demo: server at {url}, data in {}", data_dir.display());

@@ -55,10 +55,8 @@ pub async fn run(ctx: &Ctx, cmd: EnvCmd) -> Result<i32> {
             if json {
                 return display::json(&envs).map(|_| 0);
             }
-            let rows: Vec<Vec<String>> = envs
-                .iter()
-                .map(|e| vec![env_name(ctx, e), kind(e), source(e), e.description.clone()])
-                .collect();
+            let rows: Vec<Vec<String>> =
+                envs.iter().map(|e| vec![env_name(ctx, e), kind(e), source(e), e.description.clone()]).collect();
             display::table(&["NAME", "KIND", "IMAGE / REQUIREMENTS", "DESCRIPTION"], &rows);
             Ok(0)
         }

@@ -2,7 +2,7 @@
 
 mod admin;
 mod agent;
-// WIP(client methods pending) mod agents;
+mod agents;
 mod clone;
 mod data;
 mod data_delete;
@@ -10,7 +10,7 @@ mod data_download;
 mod data_ls;
 mod data_upload;
 mod demo;
-// WIP mod env;
+mod env;
 mod init;
 mod login;
 mod logs;
@@ -21,9 +21,9 @@ mod run;
 mod serve;
 mod status;
 mod stop;
-// WIP mod task;
-// WIP mod task_build;
-// WIP mod task_new;
+mod task;
+mod task_build;
+mod task_new;
 
 use anyhow::Result;
 
@@ -51,7 +51,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Data(d) => data::run(&Ctx::connect().await?, d).await,
         Command::Admin(a) => admin::run(&Ctx::connect().await?, a).await,
-        Command::Env(_) | Command::Task(_) | Command::Agents { .. } => anyhow::bail!("WIP"),
+        Command::Env(e) => env::run(&Ctx::connect().await?, e).await,
+        Command::Task(t) => task::run(&Ctx::connect().await?, t).await,
+        Command::Agents { json } => agents::run(&Ctx::connect().await?, json).await,
     }
 }
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use podder_client::transfer;
-use podder_core::env::{Resources, parse_bytes};
-use podder_core::{DataSpec, EnvRef};
 use podder_core::api::SubmitJob;
+use podder_core::env::{Resources, parse_bytes};
 use podder_core::refs::check_mounts;
+use podder_core::{DataSpec, EnvRef};
 use podder_store::scan::ScanOptions;
 
 use crate::args::{ResourceArgs, RunArgs};

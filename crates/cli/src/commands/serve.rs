@@ -104,6 +104,12 @@ pub async fn up(args: ServeArgs) -> Result<i32> {
         stop_grace: Duration::from_secs(10),
         lease_wait_ms: 30_000,
         cache_bytes: args.cache_bytes,
+        executor: args.executor.parse()?,
+        gpus: podder_agent::parse_gpus(&args.gpus)?,
+        docker_user: "1000:1000".into(),
+        default_image: super::agent::DEFAULT_IMAGE.into(),
+        memory_bytes: None,
+        venv_python: None,
     };
     let client = Client::new(&url, &server.create_token(&admin, true).await?)?;
     let agent_task = tokio::spawn(podder_agent::run_agent(client, agent, super::shutdown_signal()));

@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
             &owner,
             &project,
             &SubmitJob {
-                code: Some(code),
+                code,
                 build: Some(BuildRequest { git: a.git.clone(), obfuscate: a.obfuscate }),
                 queue: a.queue,
                 message: Some(match &a.git {

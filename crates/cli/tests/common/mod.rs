@@ -188,7 +188,8 @@ impl Cluster {
         let reqs = self.tmp.path().join("empty-requirements.txt");
         std::fs::write(&reqs, "").unwrap();
         let r = reqs.to_str().unwrap();
-        let args = ["env", "create", "python-3.11", "--image", PYTHON_IMAGE, "--requirements", r, "--stock", "--replace"];
+        let args =
+            ["env", "create", "python-3.11", "--image", PYTHON_IMAGE, "--requirements", r, "--stock", "--replace"];
         self.ok(self.tmp.path(), &args);
     }
 

@@ -18,16 +18,17 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use podder_core::ChunkId;
 use podder_store::scan::{ChunkRef, ChunkSource, ScanObserver, ScanOptions, ScannedTree, scan_tree_with};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Batch, Progress, SEND_BATCH_BYTES, UploadReport, send_batches, upload_tree};
+use super::{Batch, Outgoing, Progress, SEND_BATCH_BYTES, UploadReport, send_batches, upload_tree};
 use crate::{Client, ClientError, Result};
 
 /// Ask as soon as this many new chunk ids are waiting...
@@ -38,11 +39,57 @@ const ASK_BYTES: u64 = SEND_BATCH_BYTES as u64;
 const ASK_AFTER: Duration = Duration::from_millis(20);
 /// Chunks of cached files are asked about after the scan, this many at once.
 const ASK_BATCH_DEFERRED: usize = 20_000;
+/// The scan keeps the bytes of the chunks it cuts until they are sent (or
+/// the server says it has them), so they are not read and hashed a second
+/// time; it waits while this much is held. Several request bodies' worth:
+/// what is being asked about, queued for the reader, and framed.
+const HELD_BYTES: u64 = 8 * SEND_BATCH_BYTES as u64;
+
+/// Bytes of chunk data held between the scan and the senders.
+struct Budget {
+    held: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Waits until `n` more bytes fit (or nothing is held: a single chunk
+    /// larger than the budget still goes), unless the upload stopped.
+    fn take(self: &Arc<Self>, n: u64, stop: &AtomicBool) -> Arc<Self> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held > 0 && *held + n > HELD_BYTES && !stop.load(Ordering::Relaxed) {
+            held = self.freed.wait_timeout(held, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *held += n;
+        self.clone()
+    }
+}
+
+/// A chunk's bytes, counted against the [`Budget`] until dropped.
+pub(super) struct Held {
+    data: Bytes,
+    budget: Arc<Budget>,
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held -= self.data.len() as u64;
+        self.budget.freed.notify_all();
+    }
+}
 
 /// Feeds the scan's chunks to the asker, and its counts to the progress bar.
 struct Feed {
     tx: mpsc::UnboundedSender<(Batch, bool)>,
     stop: Arc<AtomicBool>,
+    budget: Arc<Budget>,
     progress: Arc<dyn Progress>,
     files_total: AtomicU64,
     files_done: AtomicU64,
@@ -55,10 +102,17 @@ impl ScanObserver for Feed {
         self.progress.files(0, files as u64);
     }
 
-    fn chunks(&self, path: &Path, chunks: &[ChunkRef], cached: bool) {
+    fn chunks(&self, path: &Path, chunks: &[ChunkRef], data: &[Bytes], cached: bool) {
+        let n: u64 = data.iter().map(|d| d.len() as u64).sum();
+        let budget = (n > 0).then(|| self.budget.take(n, &self.stop));
+        let mut data = data.iter();
         let batch: Batch = chunks
             .iter()
-            .map(|r| (r.id, ChunkSource { path: path.to_path_buf(), offset: r.offset, len: r.len }))
+            .map(|r| Outgoing {
+                id: r.id,
+                src: ChunkSource { path: path.to_path_buf(), offset: r.offset, len: r.len },
+                data: data.next().zip(budget.as_ref()).map(|(d, b)| Held { data: d.clone(), budget: b.clone() }),
+            })
             .collect();
         if self.tx.send((batch, cached)).is_err() {
             self.stop.store(true, Ordering::Relaxed);
@@ -91,6 +145,7 @@ pub async fn upload_dir(
     let feed = Feed {
         tx,
         stop: stop.clone(),
+        budget: Arc::new(Budget { held: Mutex::new(0), freed: Condvar::new() }),
         progress: progress.clone(),
         files_total: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
@@ -198,18 +253,18 @@ async fn send_all(
             };
             let Some((batch, cached)) = next else { break };
             hashed_any |= !cached;
-            for (id, src) in batch {
-                if !seen.insert(id) {
+            for chunk in batch {
+                if !seen.insert(chunk.id) {
                     // Another file already brought this chunk.
-                    progress.advance(u64::from(src.len));
+                    progress.advance(u64::from(chunk.src.len));
                 } else if cached {
-                    deferred.push((id, src));
+                    deferred.push(chunk);
                 } else {
                     if pending.is_empty() {
                         deadline = Instant::now() + ASK_AFTER;
                     }
-                    pending_bytes += u64::from(src.len);
-                    pending.push((id, src));
+                    pending_bytes += u64::from(chunk.src.len);
+                    pending.push(chunk);
                 }
             }
             if pending.len() >= ASK_IDS || pending_bytes >= ASK_BYTES {
@@ -227,7 +282,7 @@ async fn send_all(
                 ask(client, std::mem::replace(&mut deferred, rest), &tx, progress).await?;
             }
         } else {
-            unasked_bytes = deferred.iter().map(|(_, s)| u64::from(s.len)).sum();
+            unasked_bytes = deferred.iter().map(|c| u64::from(c.src.len)).sum();
         }
         Ok::<_, ClientError>((seen.len(), unasked_bytes))
     };
@@ -238,10 +293,10 @@ async fn send_all(
 /// One `missing` request; what the server has counts as done at once, what
 /// it lacks goes to the senders.
 async fn ask(client: &Client, batch: Batch, tx: &mpsc::Sender<Batch>, progress: &dyn Progress) -> Result<()> {
-    let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<ChunkId> = batch.iter().map(|c| c.id).collect();
     let missing: HashSet<ChunkId> = client.missing_chunks(ids).await?.into_iter().collect();
-    let (send, have): (Batch, Batch) = batch.into_iter().partition(|(id, _)| missing.contains(id));
-    progress.advance(have.iter().map(|(_, s)| u64::from(s.len)).sum());
+    let (send, have): (Batch, Batch) = batch.into_iter().partition(|c| missing.contains(&c.id));
+    progress.advance(have.iter().map(|c| u64::from(c.src.len)).sum());
     if !send.is_empty() && tx.send(send).await.is_err() {
         return Err(ClientError::Protocol("the upload stopped".into()));
     }

@@ -52,8 +52,8 @@ pub(super) async fn create_job(s: &SqliteStore, new: NewJob) -> Result<JobRecord
     let number: i64 = row.try_get("last_job")?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (project_id, number, state, queue, spec, message, attempt, restarted_from,
-                           stop_requested, log_base, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, FALSE, 0, $8)
+                           stop_requested, log_base, created_at, gpus_needed, needs_docker)
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, FALSE, 0, $8, $9, $10)
          RETURNING id",
     )
     .bind(project_id)
@@ -64,6 +64,8 @@ pub(super) async fn create_job(s: &SqliteStore, new: NewJob) -> Result<JobRecord
     .bind(&new.message)
     .bind(new.restarted_from.as_ref().map(|r| r.to_string()))
     .bind(new.now)
+    .bind(i64::from(new.spec.resources.gpus))
+    .bind(new.spec.needs_docker())
     .fetch_one(&mut *tx)
     .await?;
     for (position, input) in new.spec.inputs.iter().enumerate() {
@@ -192,4 +194,17 @@ pub(super) async fn request_stop(
     let rec = load(&mut tx, rec.id.0).await?;
     tx.commit().await?;
     Ok(rec)
+}
+
+pub(super) async fn latest_build_job(s: &SqliteStore, owner: &Name, project: &Name) -> Result<Option<JobRecord>> {
+    let row = sqlx::query(concat!(
+        job_select!(),
+        "WHERE o.name = $1 AND p.name = $2 AND j.state = 'succeeded' AND j.build_result IS NOT NULL
+         ORDER BY j.number DESC LIMIT 1"
+    ))
+    .bind(owner.as_str())
+    .bind(project.as_str())
+    .fetch_optional(&s.reader)
+    .await?;
+    row.as_ref().map(rows::job).transpose()
 }

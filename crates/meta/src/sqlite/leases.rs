@@ -1,9 +1,10 @@
 //! The agent side of jobs: claiming, heartbeats, progress, finishing, and
 //! expiring leases whose agent went silent.
 
-use podder_core::JobState;
 use podder_core::api::JobSpec;
-use sqlx::Row;
+use podder_core::env::place;
+use podder_core::{ExecutorKind, JobState, Outcome};
+use sqlx::{Row, SqliteConnection};
 
 use super::SqliteStore;
 use super::jobs::{load, load_by_lease};
@@ -17,25 +18,72 @@ macro_rules! leased {
     };
 }
 
+/// How many queued jobs of a queue one claim looks at, in queue order,
+/// after the SQL filter on GPU count and docker (placement decides the rest).
+const CLAIM_SCAN: i64 = 256;
+
+/// The GPU indices held by the jobs an agent has leased now.
+pub(super) async fn held_gpus(conn: &mut SqliteConnection, agent: &str) -> Result<Vec<u32>> {
+    let rows: Vec<String> =
+        sqlx::query_scalar(concat!("SELECT gpus FROM jobs WHERE agent = $1 AND state IN ", leased!()))
+            .bind(agent)
+            .fetch_all(conn)
+            .await?;
+    let mut held = Vec::new();
+    for r in rows {
+        held.extend(serde_json::from_str::<Vec<u32>>(&r)?);
+    }
+    held.sort_unstable();
+    Ok(held)
+}
+
 pub(super) async fn claim_job(s: &SqliteStore, claim: &Claim) -> Result<Option<JobRecord>> {
     let to = JobState::Queued.transition(JobState::Assigned)?;
+    let inv = &claim.inventory;
+    // Reading what the agent holds, choosing a job and taking it happen in
+    // one write transaction on the one writer connection, so no other claim
+    // sees the GPUs as free in between (PostgreSQL: lock the agent's row
+    // first, and add FOR UPDATE SKIP LOCKED to the candidate query).
     let mut tx = s.writer.begin().await?;
-    // One statement picks and takes the job, so two agents never get the
-    // same one (PostgreSQL: add FOR UPDATE SKIP LOCKED to the subquery).
-    let id: Option<i64> = sqlx::query_scalar(
-        "UPDATE jobs SET state = $5, agent = $2, lease_id = $3, lease_expires_at = $4, stop_requested = FALSE
-         WHERE id = (SELECT id FROM jobs WHERE queue = $1 AND state = 'queued' ORDER BY id LIMIT 1)
-           AND state = 'queued'
-         RETURNING id",
+    let held = held_gpus(&mut tx, &claim.agent).await?;
+    let free = inv.gpus.iter().filter(|g| !held.contains(&g.index)).count();
+    let docker = inv.executor == Some(ExecutorKind::Docker);
+    let candidates = sqlx::query(
+        "SELECT id, spec FROM jobs
+         WHERE queue = $1 AND state = 'queued' AND gpus_needed <= $2 AND (needs_docker = FALSE OR $3)
+         ORDER BY id LIMIT $4",
     )
     .bind(&claim.queue)
+    .bind(free as i64)
+    .bind(docker)
+    .bind(CLAIM_SCAN)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut chosen = None;
+    for row in candidates {
+        let spec: JobSpec = serde_json::from_str(row.try_get("spec")?)?;
+        if let Some(gpus) = place(inv, &held, &spec.resources, spec.needs_docker()) {
+            chosen = Some((row.try_get::<i64, _>("id")?, gpus));
+            break;
+        }
+    }
+    let Some((id, gpus)) = chosen else { return Ok(None) };
+    let taken = sqlx::query(
+        "UPDATE jobs SET state = $5, agent = $2, lease_id = $3, lease_expires_at = $4, stop_requested = FALSE,
+                gpus = $6
+         WHERE id = $1 AND state = 'queued'",
+    )
+    .bind(id)
     .bind(&claim.agent)
     .bind(&claim.lease_id)
     .bind(claim.expires_at)
     .bind(to.as_str())
-    .fetch_optional(&mut *tx)
+    .bind(serde_json::to_string(&gpus)?)
+    .execute(&mut *tx)
     .await?;
-    let Some(id) = id else { return Ok(None) };
+    if taken.rows_affected() == 0 {
+        return Ok(None);
+    }
     let rec = load(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Some(rec))
@@ -93,6 +141,19 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
     let Some(rec) = load_by_lease(&mut tx, lease_id).await? else {
         return Err(MetaError::lease_gone(lease_id));
     };
+    if finish.build.is_some() {
+        if rec.job.spec.build.is_none() {
+            return Err(MetaError::Invalid(format!(
+                "job {} is not a build job: only a build job reports what it built",
+                rec.job.job_ref
+            )));
+        }
+        if finish.outcome != Outcome::Succeeded {
+            return Err(MetaError::Invalid(
+                "a build result comes only with a succeeded build: finish without it".to_string(),
+            ));
+        }
+    }
     let mut to = finish.outcome.state();
     if rec.stop_requested && to == JobState::Failed {
         // Killing a stopped job makes its command fail; the user asked for it.
@@ -132,9 +193,11 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
         (None, None, JobState::Stopped) if rec.stop_requested => Some("stopped by request".to_string()),
         (None, None, _) => None,
     };
+    // A build result is kept only when the job did succeed (not over quota).
+    let build = finish.build.as_ref().filter(|_| to == JobState::Succeeded).map(serde_json::to_string).transpose()?;
     sqlx::query(
         "UPDATE jobs SET state = $2, exit_code = $3, output = $4, output_bytes = $5, reason = $6, finished_at = $7,
-                lease_expires_at = NULL
+                lease_expires_at = NULL, build_result = $9
          WHERE id = $1 AND state = $8",
     )
     .bind(rec.id.0)
@@ -145,6 +208,7 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
     .bind(reason)
     .bind(finish.now)
     .bind(rec.job.state.as_str())
+    .bind(build)
     .execute(&mut *tx)
     .await?;
     let rec = load(&mut tx, rec.id.0).await?;
@@ -179,7 +243,7 @@ pub(super) async fn expire_leases(s: &SqliteStore, now: i64) -> Result<Vec<JobRe
             // The next attempt's agent numbers its log lines from 0 again;
             // they are stored after every line kept so far.
             sqlx::query(
-                "UPDATE jobs SET state = $2, attempt = attempt + 1, agent = NULL, lease_id = NULL,
+                "UPDATE jobs SET state = $2, attempt = attempt + 1, agent = NULL, lease_id = NULL, gpus = '[]',
                         lease_expires_at = NULL, stop_requested = FALSE, started_at = NULL, reason = $3,
                         log_base = COALESCE((SELECT MAX(seq) + 1 FROM log_lines WHERE job_id = $1), log_base)
                  WHERE id = $1",

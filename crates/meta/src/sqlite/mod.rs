@@ -6,7 +6,9 @@
 //! SQL is kept portable (`$N` parameters, `ON CONFLICT`, `RETURNING`) so a
 //! PostgreSQL backend can reuse most of it.
 
+mod agents;
 mod datasets;
+mod envs;
 mod jobs;
 mod leases;
 mod logs;
@@ -14,6 +16,7 @@ mod migrations;
 mod owners;
 mod rows;
 mod storage;
+mod tasks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,12 +24,14 @@ use std::time::Duration;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use podder_core::api::{Dataset, DatasetVersion, Job, LogLine, Project};
+use podder_core::api::{AgentInfo, Dataset, DatasetVersion, Environment, Job, LogLine, Project, Task};
 use podder_core::refs::Version;
-use podder_core::{JobState, ManifestId, Name};
+use podder_core::{Inventory, JobState, ManifestId, Name};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{Claim, FinishJob, JobId, JobRecord, MetaStore, NewJob, NewVersion, Owner, Result, TokenHash};
+use crate::{
+    Claim, EnvWrite, FinishJob, JobId, JobRecord, MetaStore, NewJob, NewTask, NewVersion, Owner, Result, TokenHash,
+};
 
 /// The metadata store in one SQLite file.
 #[derive(Clone, Debug)]
@@ -128,6 +133,20 @@ impl MetaStore for SqliteStore {
         leases::expire_leases(self, now).await
     }
 
+    async fn latest_build_job(&self, owner: &Name, project: &Name) -> Result<Option<JobRecord>> {
+        jobs::latest_build_job(self, owner, project).await
+    }
+
+    async fn agent_seen(&self, name: &str, queue: &str, inventory: &Inventory, now: i64) -> Result<()> {
+        agents::agent_seen(self, name, queue, inventory, now).await
+    }
+    async fn agent_alive(&self, name: &str, now: i64) -> Result<()> {
+        agents::agent_alive(self, name, now).await
+    }
+    async fn list_agents(&self) -> Result<Vec<AgentInfo>> {
+        agents::list_agents(self).await
+    }
+
     async fn append_logs(&self, lease_id: &str, lines: &[LogLine]) -> Result<JobId> {
         logs::append_logs(self, lease_id, lines).await
     }
@@ -158,6 +177,29 @@ impl MetaStore for SqliteStore {
     }
     async fn delete_version(&self, owner: &Name, name: &Name, version: u32) -> Result<()> {
         datasets::delete_version(self, owner, name, version).await
+    }
+
+    async fn put_env(&self, env: &Environment, mode: EnvWrite) -> Result<Environment> {
+        envs::put_env(self, env, mode).await
+    }
+    async fn get_env(&self, owner: &Name, name: &Name) -> Result<Environment> {
+        envs::get_env(self, owner, name).await
+    }
+    async fn list_envs(&self, owner: &Name) -> Result<Vec<Environment>> {
+        envs::list_envs(self, owner).await
+    }
+    async fn delete_env(&self, owner: &Name, name: &Name) -> Result<()> {
+        envs::delete_env(self, owner, name).await
+    }
+
+    async fn deploy_task(&self, new: NewTask) -> Result<Task> {
+        tasks::deploy_task(self, new).await
+    }
+    async fn get_task(&self, owner: &Name, project: &Name, name: &Name) -> Result<Task> {
+        tasks::get_task(self, owner, project, name).await
+    }
+    async fn list_tasks(&self, owner: &Name, project: &Name) -> Result<Vec<Task>> {
+        tasks::list_tasks(self, owner, project).await
     }
 
     async fn usage(&self, owner: &Name) -> Result<u64> {

@@ -1,6 +1,8 @@
 //! Turning rows into records, and the column lists they are read from.
 
-use podder_core::api::{Dataset, DatasetVersion, Job, JobSpec, LogLine, Project, Stream};
+use podder_core::api::{
+    BuildResult, Dataset, DatasetVersion, Environment, Job, JobSpec, LogLine, Project, Stream, Task,
+};
 use podder_core::{JobRef, JobState, ManifestId};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -12,7 +14,8 @@ macro_rules! job_select {
     () => {
         "SELECT j.id, o.name AS owner, p.name AS project, j.number, j.state, j.spec, j.message,
                 j.output, j.exit_code, j.reason, j.attempt, j.agent, j.restarted_from, j.lease_id,
-                j.lease_expires_at, j.stop_requested, j.created_at, j.started_at, j.finished_at
+                j.lease_expires_at, j.stop_requested, j.created_at, j.started_at, j.finished_at,
+                j.gpus, j.build_result
          FROM jobs j JOIN projects p ON p.id = j.project_id JOIN owners o ON o.id = p.owner_id "
     };
 }
@@ -50,6 +53,25 @@ macro_rules! version_select {
 }
 pub(super) use version_select;
 
+/// The `SELECT ... FROM` part of every environment query; `WHERE` follows.
+macro_rules! env_select {
+    () => {
+        "SELECT o.name AS owner, e.name, e.description, e.spec, e.stock, e.created_at
+         FROM environments e JOIN owners o ON o.id = e.owner_id "
+    };
+}
+pub(super) use env_select;
+
+/// The `SELECT ... FROM` part of every task query; `WHERE` follows.
+macro_rules! task_select {
+    () => {
+        "SELECT o.name AS owner, p.name AS project, t.name, t.version, t.spec, t.environment, t.build_job,
+                t.git_commit, t.obfuscated, t.deployed_at
+         FROM tasks t JOIN projects p ON p.id = t.project_id JOIN owners o ON o.id = p.owner_id "
+    };
+}
+pub(super) use task_select;
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> MetaError {
     MetaError::Internal(format!("stored {what} is unreadable: {e}"))
 }
@@ -61,6 +83,8 @@ pub(super) fn job(row: &SqliteRow) -> Result<JobRecord> {
     let spec: String = row.try_get("spec")?;
     let output: Option<String> = row.try_get("output")?;
     let restarted_from: Option<String> = row.try_get("restarted_from")?;
+    let gpus: String = row.try_get("gpus")?;
+    let build_result: Option<String> = row.try_get("build_result")?;
     let job = Job {
         job_ref: JobRef {
             owner: Some(owner.parse().map_err(|e| corrupt("owner name", e))?),
@@ -82,8 +106,8 @@ pub(super) fn job(row: &SqliteRow) -> Result<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
-        gpus: vec![],
-        build_result: None,
+        gpus: serde_json::from_str(&gpus)?,
+        build_result: build_result.map(|b| serde_json::from_str::<BuildResult>(&b)).transpose()?,
     };
     Ok(JobRecord {
         id: JobId(row.try_get("id")?),
@@ -91,6 +115,46 @@ pub(super) fn job(row: &SqliteRow) -> Result<JobRecord> {
         lease_id: row.try_get("lease_id")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         stop_requested: row.try_get("stop_requested")?,
+    })
+}
+
+pub(super) fn env(row: &SqliteRow) -> Result<Environment> {
+    let owner: String = row.try_get("owner")?;
+    let name: String = row.try_get("name")?;
+    let spec: String = row.try_get("spec")?;
+    Ok(Environment {
+        owner: owner.parse().map_err(|e| corrupt("owner name", e))?,
+        name: name.parse().map_err(|e| corrupt("environment name", e))?,
+        description: row.try_get("description")?,
+        spec: serde_json::from_str(&spec)?,
+        stock: row.try_get("stock")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) fn task(row: &SqliteRow) -> Result<Task> {
+    let owner: String = row.try_get("owner")?;
+    let project: String = row.try_get("project")?;
+    let name: String = row.try_get("name")?;
+    let spec: String = row.try_get("spec")?;
+    let environment: String = row.try_get("environment")?;
+    let owner: podder_core::Name = owner.parse().map_err(|e| corrupt("owner name", e))?;
+    let project: podder_core::Name = project.parse().map_err(|e| corrupt("project name", e))?;
+    Ok(Task {
+        build_job: JobRef {
+            owner: Some(owner.clone()),
+            project: project.clone(),
+            number: row.try_get::<i64, _>("build_job")? as u64,
+        },
+        owner,
+        project,
+        name: name.parse().map_err(|e| corrupt("task name", e))?,
+        spec: serde_json::from_str(&spec)?,
+        environment: serde_json::from_str(&environment)?,
+        commit: row.try_get("git_commit")?,
+        obfuscated: row.try_get("obfuscated")?,
+        version: row.try_get::<i64, _>("version")? as u32,
+        deployed_at: row.try_get("deployed_at")?,
     })
 }
 

@@ -14,10 +14,12 @@ use crate::{Claim, FinishJob, MetaError, MetaStore, NewJob, TokenHash};
 mod datasets;
 mod jobs;
 mod leases;
+mod placement;
 
 use datasets::{datasets, mounts, storage};
 use jobs::{claims, job_lifecycle, job_numbers, stops};
 use leases::{lease_expiry, logs};
+use placement::{agents, builds_and_tasks, environments, placement};
 
 /// Runs every check against one store.
 pub async fn run_all(store: &dyn MetaStore) {
@@ -34,6 +36,10 @@ pub async fn run_all(store: &dyn MetaStore) {
     mounts(store).await;
     storage(store).await;
     manifest_readers(store).await;
+    environments(store).await;
+    agents(store).await;
+    placement(store).await;
+    builds_and_tasks(store).await;
 }
 
 pub(super) fn name(s: &str) -> Name {
@@ -62,7 +68,14 @@ pub(super) fn new_job(owner: &str, project: &str, spec: JobSpec) -> NewJob {
 }
 
 pub(super) fn claim(queue: &str, lease: &str, expires_at: i64) -> Claim {
-    Claim { queue: queue.into(), agent: "box-1".into(), lease_id: lease.into(), now: 2000, expires_at }
+    Claim {
+        queue: queue.into(),
+        agent: "box-1".into(),
+        lease_id: lease.into(),
+        now: 2000,
+        expires_at,
+        inventory: Default::default(),
+    }
 }
 
 pub(super) fn line(seq: u64, text: &str) -> LogLine {
@@ -70,7 +83,16 @@ pub(super) fn line(seq: u64, text: &str) -> LogLine {
 }
 
 pub(super) fn finish(outcome: Outcome) -> FinishJob {
-    FinishJob { outcome, exit_code: Some(1), output: None, output_bytes: 0, reason: None, quota: None, now: 9000 }
+    FinishJob {
+        outcome,
+        exit_code: Some(1),
+        output: None,
+        output_bytes: 0,
+        reason: None,
+        quota: None,
+        build: None,
+        now: 9000,
+    }
 }
 
 /// A project of its own for each check, so checks do not see each other's jobs.

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use podder_core::api::{DatasetVersion, ErrorBody, Lease, LeaseRequest, ManifestCommitted, SubmitJob, frames};
-use podder_core::{ChunkId, Entry, EntryKind, Manifest, ManifestId};
+use podder_core::env::{ExecutorKind, Gpu};
+use podder_core::{ChunkId, Entry, EntryKind, Inventory, Manifest, ManifestId};
 use podder_server::{Server, ServerConfig};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tempfile::TempDir;
@@ -144,7 +145,19 @@ impl TestServer {
 
     /// Asks for work on a queue; `None` when none came within `wait_ms`.
     pub async fn lease(&self, token: &str, queue: &str, wait_ms: u64) -> Option<Lease> {
-        let req = LeaseRequest { agent: "test-agent".into(), queue: queue.into(), wait_ms, inventory: Default::default() };
+        self.lease_as(token, "test-agent", queue, Default::default(), wait_ms).await
+    }
+
+    /// Asks for work as a named agent offering `inventory`.
+    pub async fn lease_as(
+        &self,
+        token: &str,
+        agent: &str,
+        queue: &str,
+        inventory: Inventory,
+        wait_ms: u64,
+    ) -> Option<Lease> {
+        let req = LeaseRequest { agent: agent.into(), queue: queue.into(), wait_ms, inventory };
         let r = self.post(token, "/agent/lease").json(&req).send().await.unwrap();
         match r.status() {
             StatusCode::NO_CONTENT => None,
@@ -188,4 +201,15 @@ pub async fn assert_invalid(r: Response, needle: &str) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{}", body.error);
     assert_eq!(body.kind, "invalid");
     assert!(body.error.contains(needle), "'{}' does not mention '{needle}'", body.error);
+}
+
+/// A fake agent inventory: these GPU indices, docker or process executor.
+pub fn inventory(gpus: &[u32], docker: bool) -> Inventory {
+    Inventory {
+        executor: Some(if docker { ExecutorKind::Docker } else { ExecutorKind::Process }),
+        gpus: gpus.iter().map(|&index| Gpu { index, name: "Fake GPU".into(), memory_bytes: 16 << 30 }).collect(),
+        slots: 8,
+        cpus: 8,
+        memory_bytes: 32 << 30,
+    }
 }

@@ -31,6 +31,62 @@ fn layout_compression_and_damage() {
     assert_eq!(store.list_chunks_sync().unwrap(), vec![id]);
 }
 
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    getrandom::fill(&mut v).unwrap();
+    v
+}
+
+#[test]
+fn incompressible_chunks_are_stored_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap().with_fsync(false);
+    let file = |id: &ChunkId| {
+        let hex = id.to_hex();
+        dir.path().join("chunks").join(&hex[..2]).join(&hex)
+    };
+    // Random bytes, small and large (probed), are kept as they are...
+    for len in [100, 20_000, 300_000] {
+        let data = random(len);
+        let id = ChunkId::of(&data);
+        assert!(store.put_chunk_sync(id, &data).unwrap());
+        let stored = fs::read(file(&id)).unwrap();
+        assert_eq!(&stored[..4], &RAW_MAGIC, "len {len}");
+        assert_eq!(&stored[4..], &data[..]);
+        assert_eq!(store.get_chunk_sync(id).unwrap(), data);
+        assert_eq!(store.chunk_size_sync(id).unwrap(), len as u64 + 4);
+    }
+    // ...text is compressed, also when it follows a random header...
+    let mut mixed = random(10_000);
+    mixed.extend(b"a line of text, and another line of text\n".repeat(10_000));
+    let id = ChunkId::of(&mixed);
+    store.put_chunk_sync(id, &mixed).unwrap();
+    assert!(fs::metadata(file(&id)).unwrap().len() < mixed.len() as u64 / 10);
+    assert_eq!(store.get_chunk_sync(id).unwrap(), mixed);
+    // ...and a raw file that is damaged is reported.
+    let data = random(1000);
+    let id = ChunkId::of(&data);
+    store.put_chunk_sync(id, &data).unwrap();
+    let mut damaged = fs::read(file(&id)).unwrap();
+    damaged[10] ^= 1;
+    fs::write(file(&id), &damaged).unwrap();
+    assert!(matches!(store.get_chunk_sync(id), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn chunks_written_compressed_before_raw_storage_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    // Random data stored the old way: a zstd frame, whatever its size.
+    let data = random(200_000);
+    let id = ChunkId::of(&data);
+    let hex = id.to_hex();
+    fs::create_dir_all(dir.path().join("chunks").join(&hex[..2])).unwrap();
+    fs::write(dir.path().join("chunks").join(&hex[..2]).join(&hex), zstd::bulk::compress(&data, 1).unwrap()).unwrap();
+    assert_eq!(store.get_chunk_sync(id).unwrap(), data);
+    assert!(!store.put_chunk_sync(id, &data).unwrap());
+}
+
 #[test]
 fn failed_write_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +94,7 @@ fn failed_write_leaves_no_file() {
     // The temp file is written, then placing it fails: its "directory" is a file.
     let blocker = dir.path().join("chunks").join("zz");
     fs::write(&blocker, b"").unwrap();
-    let err = store.write_atomic(&blocker.join("obj"), b"data", true).unwrap_err();
+    let err = store.write_atomic(&blocker.join("obj"), &[b"data"], true).unwrap_err();
     assert!(err.to_string().contains("zz"), "{err}");
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 }

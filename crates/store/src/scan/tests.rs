@@ -271,7 +271,12 @@ impl ScanObserver for Recorder {
     fn walked(&self, files: usize, bytes: u64) {
         *self.walked.lock().unwrap() = (files, bytes);
     }
-    fn chunks(&self, _path: &Path, chunks: &[ChunkRef], _cached: bool) {
+    fn chunks(&self, _path: &Path, chunks: &[ChunkRef], data: &[bytes::Bytes], cached: bool) {
+        // Hashed chunks come with their bytes, cached ones without.
+        assert_eq!(data.len(), if cached { 0 } else { chunks.len() });
+        for (c, d) in chunks.iter().zip(data) {
+            assert_eq!(ChunkId::of(d), c.id);
+        }
         self.chunks.lock().unwrap().extend_from_slice(chunks);
     }
     fn file_done(&self, size: u64, _cached: bool) {
