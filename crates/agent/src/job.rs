@@ -147,11 +147,6 @@ async fn drive(
     if let c @ (Control::Lost | Control::Shutdown | Control::Stop) = *ctl.borrow() {
         return ended_early(c);
     }
-    match with_retry("reporting running", &shared.deadline, || client.set_state(id, JobState::Running)).await {
-        Err(CallError::Gone) => return End::Lost,
-        Err(e) => tracing::warn!(lease = %id, "cannot report the job as running: {e}"),
-        Ok(()) => {}
-    }
     for s in &lease.job.spec.setup {
         log.system(format!("setup: {s}")).await;
     }
@@ -166,6 +161,17 @@ async fn drive(
             return finish(Outcome::Failed, None, None, Some(format!("cannot start the job: {e:#}")));
         }
     };
+    // `running` means the process (or container) has started.
+    match with_retry("reporting running", &shared.deadline, || client.set_state(id, JobState::Running)).await {
+        Err(CallError::Gone) => {
+            running.kill();
+            let _ = running.wait().await;
+            running.release().await;
+            return End::Lost;
+        }
+        Err(e) => tracing::warn!(lease = %id, "cannot report the job as running: {e}"),
+        Ok(()) => {}
+    }
     let info = loop {
         let c = *ctl.borrow_and_update();
         match c {

@@ -97,8 +97,31 @@ pub async fn upload_tree(client: &Client, tree: &ScannedTree, progress: &dyn Pro
     Ok(report)
 }
 
-/// A framed request body: the bytes, how many chunks and how many chunk bytes.
-type Body = (Pooled, usize, u64);
+/// A framed request body: frames read from files into a pooled buffer, and
+/// frames of bytes the scan kept, which go out as they are (not copied).
+/// The server takes frames in any order.
+struct Frames {
+    buf: Pooled,
+    kept: Vec<bytes::Bytes>,
+    kept_len: usize,
+}
+
+impl Frames {
+    fn len(&self) -> usize {
+        self.buf.buf.len() + self.kept_len
+    }
+
+    fn into_body(self) -> reqwest::Body {
+        let mut parts = self.kept;
+        if !self.buf.buf.is_empty() {
+            parts.push(bytes::Bytes::from_owner(self.buf));
+        }
+        reqwest::Body::wrap_stream(futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>)))
+    }
+}
+
+/// A request body, how many chunks it holds and how many chunk bytes.
+type Body = (Frames, usize, u64);
 
 /// Sends every chunk of the batches that arrive on `batches`: a blocking
 /// thread reads them into framed bodies while up to [`SENDERS`] bodies are
@@ -117,7 +140,12 @@ async fn send_batches(
             let next = rx.lock().await.recv().await;
             let Some(body) = next else { return Ok::<_, ClientError>((n, bytes)) };
             let (body, k, b) = body?;
-            client.upload_frames(bytes::Bytes::from_owner(body)).await?;
+            let req = client
+                .req(reqwest::Method::POST, "/chunks")
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(body.into_body());
+            let _: podder_core::api::ChunksStored = client.json(req).await?;
             progress.advance(b);
             (n, bytes) = (n + k, bytes + b);
         }
@@ -167,7 +195,7 @@ fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Res
     let new_body = || {
         let buf = pool.lock().ok().and_then(|mut p| p.pop());
         let buf = buf.unwrap_or_else(|| Vec::with_capacity(SEND_BATCH_BYTES + frames::MAX_CHUNK));
-        Pooled { buf, pool: pool.clone() }
+        Frames { buf: Pooled { buf, pool: pool.clone() }, kept: Vec::new(), kept_len: 0 }
     };
     let mut body = new_body();
     let mut file: Option<(PathBuf, File)> = None;
@@ -192,13 +220,13 @@ fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Res
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         for chunk in batch {
-            if let Err(e) = frame_chunk(&mut body.buf, &chunk, &mut file) {
+            n += 1;
+            bytes += u64::from(chunk.src.len);
+            if let Err(e) = frame_chunk(&mut body, chunk, &mut file) {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
-            n += 1;
-            bytes += u64::from(chunk.src.len);
-            if body.buf.len() >= SEND_BATCH_BYTES {
+            if body.len() >= SEND_BATCH_BYTES {
                 if tx.blocking_send(Ok((std::mem::replace(&mut body, new_body()), n, bytes))).is_err() {
                     return;
                 }
@@ -211,17 +239,20 @@ fn read_bodies(mut batches: mpsc::Receiver<Batch>, tx: mpsc::Sender<std::io::Res
     }
 }
 
-/// Appends one chunk's frame to `body`: the bytes the scan kept (they are
+/// Adds one chunk's frame to `frames`: the bytes the scan kept (they are
 /// what was hashed), or else read straight from its file into place and
 /// checked. `open` keeps the last file open, for the next chunk of the same
 /// file.
-fn frame_chunk(body: &mut Vec<u8>, chunk: &Outgoing, open: &mut Option<(PathBuf, File)>) -> std::io::Result<()> {
+fn frame_chunk(out: &mut Frames, chunk: Outgoing, open: &mut Option<(PathBuf, File)>) -> std::io::Result<()> {
     let (id, src) = (chunk.id, &chunk.src);
-    if let Some(data) = &chunk.data {
-        body.extend_from_slice(&frames::header(&id, data.len()));
-        body.extend_from_slice(data);
+    if let Some(data) = chunk.data {
+        let header = frames::header(&id, data.len());
+        out.kept_len += header.len() + data.len();
+        out.kept.push(bytes::Bytes::copy_from_slice(&header));
+        out.kept.push(bytes::Bytes::from_owner(data));
         return Ok(());
     }
+    let body = &mut out.buf.buf;
     let context = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),

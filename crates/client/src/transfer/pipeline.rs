@@ -70,10 +70,15 @@ pub(super) struct Held {
     budget: Arc<Budget>,
 }
 
-impl std::ops::Deref for Held {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
         &self.data
+    }
+}
+
+impl Held {
+    pub(super) fn len(&self) -> usize {
+        self.data.len()
     }
 }
 
