@@ -24,10 +24,10 @@ pub async fn run(ctx: &Ctx, cmd: EnvCmd) -> Result<i32> {
                 std::fs::read_to_string(p).with_context(|| format!("cannot read the {what} {}", p.display()))
             };
             let dockerfile = dockerfile.as_deref().map(|p| read(p, "Dockerfile")).transpose()?;
-            if let Some(d) = &dockerfile {
-                if !d.lines().any(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")) {
-                    bail!("the Dockerfile has no FROM line: start it with FROM IMAGE");
-                }
+            if let Some(d) = &dockerfile
+                && !d.lines().any(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+            {
+                bail!("the Dockerfile has no FROM line: start it with FROM IMAGE");
             }
             let requirements = requirements.as_deref().map(|p| read(p, "requirements file")).transpose()?;
             let env = ctx
