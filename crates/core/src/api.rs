@@ -462,3 +462,97 @@ pub struct RunTask {
     #[serde(default)]
     pub queue: Option<String>,
 }
+
+/// `POST /projects/{owner}/{project}/pipelines`: create or update a pipeline
+/// from its file (a new version when the text changed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyPipeline {
+    /// The pipeline file's text (YAML).
+    pub file: String,
+    /// Its name as the user has it, for error messages (`nightly.yaml`).
+    pub file_name: String,
+    /// The code snapshot that inline steps run on (the directory the file
+    /// was applied from), already committed.
+    #[serde(default)]
+    pub code: Option<ManifestId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub owner: Name,
+    pub project: Name,
+    pub name: Name,
+    /// 1 for the first apply; each apply that changes the file adds one.
+    pub version: u32,
+    pub description: String,
+    /// The parsed pipeline file (podder_pipeline::PipelineSpec as JSON).
+    pub spec: serde_json::Value,
+    pub code: Option<ManifestId>,
+    /// The schedule is paused (manual runs still work).
+    pub paused: bool,
+    /// When the schedule fires next (none without a schedule or paused).
+    pub next_run_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// `POST .../pipelines/{name}/runs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StartRun {
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Run this step alone, fed by the latest successful upstream outputs.
+    #[serde(default)]
+    pub only: Option<String>,
+}
+
+/// `POST .../pipelines/{name}/runs/{n}/retry`: a new run that keeps the
+/// results before `from` (default: the failed steps) and runs the rest.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RetryRun {
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// One step of a run, as users see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    /// pending, running, retrying, succeeded, cached, failed, skipped, cancelled
+    pub state: String,
+    pub attempt: u32,
+    pub needs: Vec<String>,
+    /// The step's job (the current or last attempt).
+    pub job: Option<JobRef>,
+    /// The job whose result a cached step reused.
+    #[serde(default)]
+    pub cached_from: Option<JobRef>,
+    pub output: Option<ManifestId>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipelineRun {
+    pub owner: Name,
+    pub project: Name,
+    pub pipeline: Name,
+    /// Per pipeline, from 1: `nightly/3`.
+    pub number: u64,
+    pub pipeline_version: u32,
+    /// running, succeeded, failed, cancelled
+    pub state: String,
+    /// manual, schedule, retry, only
+    pub trigger: String,
+    /// For a scheduled run: the instant it was due.
+    pub scheduled_for: Option<i64>,
+    pub params: BTreeMap<String, String>,
+    pub steps: Vec<StepView>,
+    pub retry_of: Option<u64>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    /// Grows with every change of the run: `GET ...?wait_ms=N&after=REV`
+    /// answers as soon as the revision passes `after`.
+    pub revision: u64,
+}
