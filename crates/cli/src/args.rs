@@ -98,6 +98,9 @@ pub enum Command {
     /// Tasks: reusable steps built into images
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Pipelines: DAGs of steps with schedules, retries and caching
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
     /// List the agents the server has seen, with their executors and GPUs
     Agents {
         #[arg(long)]
@@ -123,6 +126,98 @@ pub struct ResourceArgs {
     /// Run without network access
     #[arg(long)]
     pub no_network: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCmd {
+    /// Create or update a pipeline from its file (the file's directory is the code of inline steps)
+    Apply {
+        file: PathBuf,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's pipelines
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a pipeline: its steps, schedule and next run
+    Show {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a run
+    Run {
+        name: String,
+        /// A parameter the pipeline declares: K=V (repeatable)
+        #[arg(long = "param", value_name = "K=V")]
+        params: Vec<String>,
+        /// Run this step alone, fed by the latest successful upstream outputs
+        #[arg(long)]
+        only: Option<String>,
+        /// Show the steps live until the run ends; exit non-zero if it failed
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's steps: NAME/N (live with --follow)
+    Status {
+        run: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a pipeline's runs
+    Runs {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run again from a step (default: from the failed steps), keeping what came before
+    Retry {
+        run: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause the pipeline's schedule
+    Pause {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Resume the pipeline's schedule
+    Resume {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Cancel a run: NAME/N (its running steps are stopped)
+    Cancel {
+        run: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// A server with one docker agent (queue `default`) using the local images.
-fn docker_cluster() -> Cluster {
+/// Agent names are unique per test: an agent removes every container
+/// labelled with its name when it starts, and tests run side by side.
+fn docker_cluster(agent: &str) -> Cluster {
     let mut c = Cluster::server_only(5);
     c.local_python_env();
-    c.add_agent_with("d1", &["--executor", "docker", "--slots", "2", "--default-image", PYTHON_IMAGE]);
+    c.add_agent_with(agent, &["--executor", "docker", "--slots", "2", "--default-image", PYTHON_IMAGE]);
     c
 }
 
@@ -36,7 +38,7 @@ const PROBE: &str = "cat /data/in/a.txt; (echo x > /data/in/new) 2>/dev/null && 
 
 #[test]
 fn docker_job_sees_the_same_paths_as_a_process_job_and_cannot_write_inputs() {
-    let mut c = docker_cluster();
+    let mut c = docker_cluster("d-paths");
     c.add_agent_with("p1", &["--queue", "proc"]);
     let data = c.tmp.path().join("ds");
     write(&data, "a.txt", "hello data\n");
@@ -52,7 +54,7 @@ fn docker_job_sees_the_same_paths_as_a_process_job_and_cannot_write_inputs() {
         let job = out.lines().next().unwrap().to_string();
         let body: Vec<String> = out.lines().skip(1).map(|l| l.replace(&job, "JOB")).collect();
         let j = c.job_json(&dir, &job);
-        assert_eq!(j["agent"], if queue == "default" { "d1" } else { "p1" });
+        assert_eq!(j["agent"], if queue == "default" { "d-paths" } else { "p1" });
         let listing = c.ok(&dir, &["output", &job]);
         assert!(listing.contains("o.txt"), "{listing}");
         outs.push(body);
@@ -65,7 +67,7 @@ fn docker_job_sees_the_same_paths_as_a_process_job_and_cannot_write_inputs() {
 
 #[test]
 fn docker_job_runs_as_non_root_with_limits_and_no_network() {
-    let c = docker_cluster();
+    let c = docker_cluster("d-limits");
     let dir = c.project_dir("limits");
     let job =
         c.ok(&dir, &["run", "--cpus", "0.5", "--memory", "256M", "--no-network", "--", "sh", "-c", "id -u; sleep 60"]);
@@ -75,7 +77,7 @@ fn docker_job_runs_as_non_root_with_limits_and_no_network() {
     let id = &containers_of(job)[0];
     let f = "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.NetworkMode}} {{.Config.User}} {{index .Config.Labels \"podder.agent\"}}";
     let got = docker(&["inspect", "--format", f, id]);
-    assert_eq!(got, "500000000 268435456 none 1000:1000 d1");
+    assert_eq!(got, "500000000 268435456 none 1000:1000 d-limits");
     // Stop kills the container.
     c.ok(&dir, &["stop", job]);
     c.wait_job(&dir, job, 30, |j| j["state"] == "stopped");
@@ -86,21 +88,21 @@ fn docker_job_runs_as_non_root_with_limits_and_no_network() {
 
 #[test]
 fn docker_agent_killed_and_restarted_removes_its_orphan_container() {
-    let mut c = docker_cluster();
+    let mut c = docker_cluster("d-orphans");
     let dir = c.project_dir("orphans");
     let job = c.ok(&dir, &["run", "--", "sleep", "300"]).trim().to_string();
     c.wait_job(&dir, &job, 60, |j| j["state"] == "running");
     wait_for(30, "the container", || !containers_of(&job).is_empty());
-    c.kill_agent("d1"); // SIGKILL: the engine keeps the container running
+    c.kill_agent("d-orphans"); // SIGKILL: the engine keeps the container running
     assert!(!containers_of(&job).is_empty(), "the container should outlive its agent");
-    c.add_agent_with("d1", &["--executor", "docker", "--default-image", PYTHON_IMAGE]);
+    c.add_agent_with("d-orphans", &["--executor", "docker", "--default-image", PYTHON_IMAGE]);
     wait_for(30, "the orphan to be removed", || containers_of(&job).is_empty());
     c.wait_job(&dir, &job, 30, |j| j["state"] == "lost");
 }
 
 #[test]
 fn dockerfile_environment_is_built_once_and_reused() {
-    let c = docker_cluster();
+    let c = docker_cluster("d-envs");
     let dir = c.project_dir("envs");
     let marker = format!("built-{}", std::process::id());
     write(&dir, "env/Dockerfile", &format!("FROM {BUSYBOX_IMAGE}\nRUN echo {marker} > /built.txt\n"));
@@ -124,7 +126,7 @@ fn dockerfile_environment_is_built_once_and_reused() {
 
 #[test]
 fn broken_dockerfile_and_missing_image_fail_the_job_with_the_reason_kept() {
-    let c = docker_cluster();
+    let c = docker_cluster("d-broken");
     let dir = c.project_dir("broken");
     write(&dir, "Dockerfile.bad", &format!("FROM {BUSYBOX_IMAGE}\nRUN echo about-to-fail && exit 7\n"));
     c.ok(&dir, &["env", "create", "bad", "--dockerfile", "Dockerfile.bad"]);

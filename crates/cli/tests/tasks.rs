@@ -9,10 +9,11 @@ use std::process::Command;
 
 use common::*;
 
-fn docker_cluster() -> Cluster {
+/// Agent names are unique per test (an agent removes its name's containers).
+fn docker_cluster(agent: &str) -> Cluster {
     let mut c = Cluster::server_only(10);
     c.local_python_env();
-    c.add_agent_with("d1", &["--executor", "docker", "--slots", "2", "--default-image", PYTHON_IMAGE]);
+    c.add_agent_with(agent, &["--executor", "docker", "--slots", "2", "--default-image", PYTHON_IMAGE]);
     c
 }
 
@@ -52,7 +53,7 @@ fn image_has_py(image: &str) -> String {
 
 #[test]
 fn task_from_a_directory_new_build_deploy_run() {
-    let c = docker_cluster();
+    let c = docker_cluster("t-dir");
     dataset(&c);
     let proj = c.project_dir("tasks");
     c.ok(&proj, &["task", "new", "train"]);
@@ -88,7 +89,7 @@ fn task_from_a_directory_new_build_deploy_run() {
 
 #[test]
 fn task_from_git_records_the_commit_and_obfuscated_build_ships_no_source() {
-    let c = docker_cluster();
+    let c = docker_cluster("t-git");
     let proj = c.project_dir("gittasks");
     let repo = c.tmp.path().join("repo");
     let repo_s = repo.to_str().unwrap();
@@ -117,7 +118,7 @@ fn task_from_git_records_the_commit_and_obfuscated_build_ships_no_source() {
 
 #[test]
 fn bad_task_yaml_is_refused_with_file_and_line_and_nothing_is_built() {
-    let c = docker_cluster();
+    let c = docker_cluster("t-bad");
     let proj = c.project_dir("badtask");
     c.ok(&proj, &["task", "new", "train"]);
     let yaml = proj.join("train/task.yaml");

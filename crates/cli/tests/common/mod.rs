@@ -70,6 +70,36 @@ impl Cluster {
         Cluster { tmp, url, token, server, agents: Vec::new() }
     }
 
+    /// SIGKILLs the server and starts it again on the same address and
+    /// data directory (agents reconnect by themselves).
+    pub fn restart_server_after_sigkill(&mut self, lease_secs: u64) {
+        self.server.kill().unwrap();
+        self.server.wait().unwrap();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut server = Command::new(BIN)
+                .args(["server", "--listen", &listen, "--lease-timeout", &lease_secs.to_string(), "--admin", "alice"])
+                .arg("--data-dir")
+                .arg(self.tmp.path().join("data"))
+                .env("HOME", self.tmp.path().join("home"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+            let up = lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("podder server listening on "));
+            if up {
+                std::thread::spawn(move || for _ in lines {});
+                self.server = server;
+                return;
+            }
+            let _ = server.wait();
+            assert!(Instant::now() < deadline, "the server did not start again on {listen}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn start(lease_secs: u64) -> Cluster {
         let mut c = Cluster::server_only(lease_secs);
         c.add_agent("a1");
