@@ -20,8 +20,8 @@ fn run_follow(c: &Cluster, dir: &Path, args: &[&str]) -> (serde_json::Value, boo
     a.extend(args);
     a.extend(["--follow", "--json"]);
     let out = c.podder(dir, &a);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
     (v, out.status.success())
 }
 
@@ -96,7 +96,7 @@ fn flaky_step_retries_and_a_timeout_follows_the_trigger_rules() {
         &c,
         &dir,
         "flaky.yaml",
-        r#"name: flaky
+        r##"name: flaky
 steps:
   - name: flaky
     command: [sh, -c, 'case "$PODDER_JOB" in *"#1") echo failing; exit 3;; esac; echo fine']
@@ -113,7 +113,7 @@ steps:
   - name: report
     needs: [slow]
     command: ["true"]
-"#,
+"##,
     );
     let (run, ok) = run_follow(&c, &dir, &["flaky"]);
     assert!(!ok, "a run with a failed step must exit non-zero");

@@ -11,5 +11,8 @@ pub mod cron;
 pub mod dag;
 pub mod spec;
 
-pub use dag::{Action, RunOutcome, RunState, StepRun, StepState};
-pub use spec::{PipelineSpec, StepInput, StepSpec, TriggerRule};
+pub use dag::{Action, InputSource, ResolvedInput, RunOutcome, RunState, StepRun, StepState, Verdict};
+pub use spec::{Known, NoTasks, PipelineSpec, Problems, Schedule, StepInput, StepSpec, TriggerRule};
+
+#[cfg(test)]
+mod tests;
