@@ -8,6 +8,7 @@ mod datasets;
 mod envs;
 mod error;
 mod frames;
+mod pipelines;
 pub mod transfer;
 
 use std::time::Duration;

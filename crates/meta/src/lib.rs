@@ -1,6 +1,8 @@
 //! The metadata store: owners, tokens, projects, jobs, leases (with GPU
 //! placement), log lines, datasets and their versions, environments, agents,
-//! deployed tasks, and what storage the records hold on to.
+//! deployed tasks, pipelines (versions, runs with their DAG state, the link
+//! from a step's job to its run, the step cache), and what storage the
+//! records hold on to.
 //!
 //! [`MetaStore`] is the one interface the server uses; [`SqliteStore`] is the
 //! embedded backend (WAL mode, one writer connection, a pool of readers).
@@ -25,7 +27,10 @@ use podder_core::{Inventory, JobState, ManifestId, Name};
 
 pub use error::{MetaError, Result};
 pub use sqlite::SqliteStore;
-pub use types::{Claim, EnvWrite, FinishJob, JobId, JobRecord, NewJob, NewTask, NewVersion, Owner, TokenHash};
+pub use types::{
+    CacheHit, Claim, EnvWrite, FinishJob, JobId, JobRecord, NewJob, NewPipeline, NewRun, NewTask, NewVersion, Owner,
+    PipelineRecord, PipelineVersion, RunRecord, RunUpdate, StartSteps, StepJob, StepStart, TokenHash, Trigger,
+};
 
 /// Everything the server stores about owners, projects and jobs.
 #[async_trait]
@@ -152,13 +157,74 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A project's tasks, by name.
     async fn list_tasks(&self, owner: &Name, project: &Name) -> Result<Vec<Task>>;
 
+    // --- pipelines ---
+
+    /// Creates the pipeline `new.spec.name` of a project (version 1), or adds
+    /// a version when the file text or the code differs from the current
+    /// one. Answers the pipeline and whether a version was added.
+    async fn apply_pipeline(&self, new: NewPipeline) -> Result<(PipelineRecord, bool)>;
+    async fn get_pipeline(&self, owner: &Name, project: &Name, name: &Name) -> Result<PipelineRecord>;
+    async fn get_pipeline_by_id(&self, id: i64) -> Result<PipelineRecord>;
+    /// A project's pipelines, by name.
+    async fn list_pipelines(&self, owner: &Name, project: &Name) -> Result<Vec<PipelineRecord>>;
+    /// Every pipeline whose current version has a schedule that is not paused.
+    async fn scheduled_pipelines(&self) -> Result<Vec<PipelineRecord>>;
+    /// Pauses or resumes the schedule. A resume restarts the schedule's
+    /// clock at `now`: the instants missed while paused are not run.
+    async fn set_paused(
+        &self,
+        owner: &Name,
+        project: &Name,
+        name: &Name,
+        paused: bool,
+        now: i64,
+    ) -> Result<PipelineRecord>;
+    /// Records a handled schedule instant (it never goes back).
+    async fn set_last_scheduled(&self, pipeline_id: i64, at: i64) -> Result<()>;
+    async fn pipeline_version(&self, pipeline_id: i64, version: u32) -> Result<PipelineVersion>;
+
+    /// Creates a run with the pipeline's next number; `Conflict` when
+    /// `new.max_active` runs are active (checked in the same transaction).
+    async fn create_run(&self, new: NewRun) -> Result<RunRecord>;
+    async fn get_run(&self, pipeline_id: i64, number: u64) -> Result<RunRecord>;
+    async fn get_run_by_id(&self, id: i64) -> Result<RunRecord>;
+    /// A pipeline's runs, newest first, at most `limit`.
+    async fn list_runs(&self, pipeline_id: i64, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Every run without an outcome (recovery at start).
+    async fn active_runs(&self) -> Result<Vec<RunRecord>>;
+    /// Writes a run's new state if it is still at `update.revision`
+    /// (`Conflict` otherwise); the revision grows by one.
+    async fn update_run(&self, update: RunUpdate) -> Result<RunRecord>;
+    /// Creates the steps' jobs, links each to its run's step and writes the
+    /// run's state with the steps started, all in one transaction; nothing
+    /// happens (`Conflict`) if the run moved past `start.revision` or a
+    /// step attempt already has a job. Answers the jobs in order.
+    async fn start_steps(&self, start: StartSteps) -> Result<(Vec<JobRecord>, RunRecord)>;
+    /// The jobs of a run's steps, every attempt.
+    async fn run_jobs(&self, run_id: i64) -> Result<Vec<StepJob>>;
+    /// The run a job is a step of, if any.
+    async fn run_of_job(&self, job: JobId) -> Result<Option<i64>>;
+
+    /// Remembers that job `job` (of the project) succeeded with `output`
+    /// under a step cache key (replacing an older entry).
+    async fn put_cache(
+        &self,
+        owner: &Name,
+        project: &Name,
+        key: &str,
+        output: ManifestId,
+        job: u64,
+        now: i64,
+    ) -> Result<()>;
+    async fn get_cache(&self, owner: &Name, project: &Name, key: &str) -> Result<Option<CacheHit>>;
+
     // --- storage ---
 
     /// The bytes an owner's records hold: every distinct manifest among the
     /// owner's dataset versions and job outputs, counted once.
     async fn usage(&self, owner: &Name) -> Result<u64>;
     /// Every manifest a record refers to: each job's code snapshot, inputs
-    /// and output, and each dataset version. What is not here may be
+    /// and output, each dataset version, and each pipeline version's code. What is not here may be
     /// collected as garbage.
     async fn referenced_manifests(&self) -> Result<HashSet<ManifestId>>;
 

@@ -1,11 +1,13 @@
 //! Records the metadata store reads and writes, beyond the wire types of
 //! `podder_core::api` that it returns where they fit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use podder_core::api::{BuildResult, Job, JobSpec};
 use podder_core::task::TaskSpec;
-use podder_core::{EnvSpec, Inventory, JobRef, ManifestId, Name, Outcome};
+use podder_core::{EnvSpec, Inventory, JobRef, JobState, ManifestId, Name, Outcome};
+use podder_pipeline::{PipelineSpec, RunState};
 
 /// An owner (a user or a team) as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,4 +145,193 @@ pub enum EnvWrite {
     Replace,
     /// Leaves one that exists alone (seeding the stock environments).
     IfAbsent,
+}
+
+/// What a pipeline run was started by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Schedule,
+    /// `pipeline retry`: a new run keeping the results before a step.
+    Retry,
+    /// `pipeline run --only STEP`: one step alone.
+    Only,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Retry => "retry",
+            Trigger::Only => "only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Some(match s {
+            "manual" => Trigger::Manual,
+            "schedule" => Trigger::Schedule,
+            "retry" => Trigger::Retry,
+            "only" => Trigger::Only,
+            _ => return None,
+        })
+    }
+}
+
+/// A pipeline file to apply to a project: creates the pipeline, or adds a
+/// version when the file or the code differs from the current version.
+#[derive(Clone, Debug)]
+pub struct NewPipeline {
+    pub owner: Name,
+    pub project: Name,
+    /// The file as written, and its name (for messages).
+    pub file: String,
+    pub file_name: String,
+    /// The parsed file; its `name` names the pipeline.
+    pub spec: PipelineSpec,
+    /// The code snapshot inline steps run on (committed; the server checks).
+    pub code: Option<ManifestId>,
+    pub now: i64,
+}
+
+/// A pipeline with its current version.
+#[derive(Clone, Debug)]
+pub struct PipelineRecord {
+    pub id: i64,
+    pub owner: Name,
+    pub project: Name,
+    pub name: Name,
+    /// The current version (1 for the first apply).
+    pub version: u32,
+    /// The schedule is paused.
+    pub paused: bool,
+    /// The last schedule instant handled (or when the schedule's clock
+    /// started: creation, or the last resume).
+    pub last_scheduled: i64,
+    pub file: String,
+    pub file_name: String,
+    pub spec: PipelineSpec,
+    pub code: Option<ManifestId>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One applied version of a pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineVersion {
+    pub pipeline_id: i64,
+    pub version: u32,
+    pub file: String,
+    pub file_name: String,
+    pub spec: PipelineSpec,
+    pub code: Option<ManifestId>,
+    pub created_at: i64,
+}
+
+/// A run to create; its number is allocated by the store.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub pipeline_id: i64,
+    /// The pipeline version it runs.
+    pub version: u32,
+    pub trigger: Trigger,
+    /// For a scheduled run: the instant it is for (recorded as the
+    /// pipeline's last handled instant in the same transaction, also when
+    /// the run is refused because `max_active` runs are active).
+    pub scheduled_for: Option<i64>,
+    pub params: BTreeMap<String, String>,
+    pub state: RunState,
+    /// The number of the run this one retries.
+    pub retry_of: Option<u64>,
+    /// `Conflict` when this many runs of the pipeline are active.
+    pub max_active: u32,
+    pub now: i64,
+}
+
+/// A pipeline run as stored.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub owner: Name,
+    pub project: Name,
+    pub pipeline: Name,
+    /// Per pipeline, from 1.
+    pub number: u64,
+    pub version: u32,
+    pub trigger: Trigger,
+    pub scheduled_for: Option<i64>,
+    pub params: BTreeMap<String, String>,
+    pub state: RunState,
+    /// Grows with every write of the run.
+    pub revision: u64,
+    pub retry_of: Option<u64>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl RunRecord {
+    /// Not finished yet (no outcome).
+    pub fn is_active(&self) -> bool {
+        self.state.outcome.is_none()
+    }
+}
+
+/// A new state for a run, written only if the run is still at `revision`
+/// (else `Conflict`): optimistic concurrency between the scheduler and the
+/// routes that change runs (cancel).
+#[derive(Clone, Debug)]
+pub struct RunUpdate {
+    pub run_id: i64,
+    pub revision: u64,
+    pub state: RunState,
+    /// Stamps `finished_at` when the state gets an outcome.
+    pub now: i64,
+}
+
+/// Starts steps: in one transaction each step's job is created and linked
+/// to the run's step, and the run's state (`state`, with `dag::started`
+/// applied for each new job's number) is written, if the run is still at
+/// `revision`.
+#[derive(Clone, Debug)]
+pub struct StartSteps {
+    pub run_id: i64,
+    pub revision: u64,
+    /// The run's state before the starts (it may carry other changes too).
+    pub state: RunState,
+    pub steps: Vec<StepStart>,
+    /// The scheduler's clock, for the run's state (each job has its own `now`).
+    pub now: i64,
+}
+
+/// One step attempt to start, with its job.
+#[derive(Clone, Debug)]
+pub struct StepStart {
+    pub step: String,
+    pub attempt: u32,
+    pub job: NewJob,
+}
+
+/// A job created for a step attempt of a run, with what the scheduler
+/// reads of it (not its spec).
+#[derive(Clone, Debug)]
+pub struct StepJob {
+    pub step: String,
+    pub attempt: u32,
+    pub job: JobId,
+    pub number: u64,
+    pub state: JobState,
+    pub output: Option<ManifestId>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub stop_requested: bool,
+}
+
+/// A hit in the step cache: the output and the job that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheHit {
+    pub output: ManifestId,
+    /// The job's number in the same project.
+    pub job: u64,
 }

@@ -36,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A parameter name becomes an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
-fn check_param(name: &str) -> ApiResult<()> {
+pub fn check_param(name: &str) -> ApiResult<()> {
     let mut chars = name.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');

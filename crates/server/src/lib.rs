@@ -4,7 +4,9 @@
 //! (chunk and manifest sizes, per-owner quotas) and garbage collection of
 //! the object store (`gc`, made safe for uploads in flight by `grace`) live
 //! here too, as do environments (`envs`, with the stock ones seeded at
-//! start), the agent list (`agents`) and deployed tasks (`tasks`).
+//! start), the agent list (`agents`), deployed tasks (`tasks`), and
+//! pipelines (`pipelines`: the routes; `scheduler`: runs driven by the pure
+//! state machine of `podder_pipeline`, and the cron loop on a [`Clock`]).
 //!
 //! This crate owns HTTP: routing, authentication, mapping errors to statuses,
 //! long-polls. It holds no scheduling rules of its own beyond calling the
@@ -17,6 +19,7 @@ mod agent;
 mod agents;
 mod auth;
 mod chunks;
+mod clock;
 mod datasets;
 mod envs;
 mod error;
@@ -25,9 +28,11 @@ mod grace;
 mod jobs;
 mod logs;
 mod manifests;
+mod pipelines;
 mod projects;
 mod reaper;
 mod resolve;
+mod scheduler;
 mod state;
 mod tasks;
 mod wait;
@@ -44,6 +49,8 @@ use podder_meta::{MetaStore, SqliteStore, TokenHash};
 use podder_store::{BlobStore, LocalStore};
 
 use state::{AppState, now_ms};
+
+pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -69,6 +76,9 @@ pub struct ServerConfig {
     /// manifest, then the version or job that refers to it) is never
     /// collected half-way. See the `gc` module.
     pub gc_grace: Duration,
+    /// The clock of pipeline schedules, retry delays and runs; `None`: the
+    /// system clock. Tests pass a [`ManualClock`] and move it by hand.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl ServerConfig {
@@ -88,6 +98,7 @@ impl ServerConfig {
             max_manifest_entries: Self::DEFAULT_MAX_MANIFEST_ENTRIES,
             quota_bytes: None,
             gc_grace: Self::DEFAULT_GC_GRACE,
+            clock: None,
         }
     }
 
@@ -156,6 +167,14 @@ impl Server {
         Ok(token)
     }
 
+    /// Waits until the cron loop has handled every schedule instant up to
+    /// `at` (on the server's clock), after the latest change of pipelines.
+    /// Tests move a [`ManualClock`], then call this before looking at runs.
+    pub async fn schedule_checked(&self, at: i64) {
+        let mut rx = self.state.scheduler.checked.subscribe();
+        let _ = rx.wait_for(|c| c.1 >= at).await;
+    }
+
     /// Every route, under `/api/v1`, each behind the token check.
     pub fn router(&self) -> Router {
         let api = Router::new()
@@ -171,6 +190,7 @@ impl Server {
             .merge(agents::routes())
             .merge(envs::routes())
             .merge(tasks::routes())
+            .merge(pipelines::routes())
             .route_layer(axum::middleware::from_fn_with_state(self.state.clone(), auth::require_token));
         Router::new().nest(podder_core::api::PREFIX, api).fallback(error::no_route).with_state(self.state.clone())
     }
@@ -184,6 +204,8 @@ impl Server {
     ) -> anyhow::Result<()> {
         self.seed().await?;
         let reaper = tokio::spawn(reaper::run(self.state.clone(), self.state.shutdown_signal()));
+        let cron = tokio::spawn(scheduler::cron::run(self.state.clone(), self.state.shutdown_signal()));
+        scheduler::recover(&self.state).await;
         let stop = self.state.shutdown.clone();
         let signal = async move {
             shutdown.await;
@@ -192,6 +214,7 @@ impl Server {
         let served = axum::serve(listener, self.router()).with_graceful_shutdown(signal).await;
         self.state.shutdown.send_replace(true);
         let _ = reaper.await;
+        let _ = cron.await;
         served.context("the HTTP server failed")
     }
 }

@@ -46,12 +46,18 @@ async fn output(
     let Some(path) = path else {
         return Ok((job.to_string(), out));
     };
-    let tree = load_manifest(state, out).await?;
-    let sub = tree
-        .subtree(path)
-        .map_err(|_| ApiError::invalid(format!("the output of job {job} has no directory '{path}': check the path")))?;
-    let id = store_manifest(state, &sub).await?;
+    let id = subtree(state, out, path, &format!("the output of job {job}")).await?;
     Ok((format!("{job}/{path}"), id))
+}
+
+/// The directory `path` inside the tree `tree`, stored as a manifest of its
+/// own (the same id for the same content); `what` names the tree in errors.
+pub async fn subtree(state: &AppState, tree: ManifestId, path: &str, what: &str) -> ApiResult<ManifestId> {
+    let full = load_manifest(state, tree).await?;
+    let sub = full
+        .subtree(path)
+        .map_err(|_| ApiError::invalid(format!("{what} has no directory '{path}': check the path")))?;
+    store_manifest(state, &sub).await
 }
 
 /// A dataset version the caller may see; foreign datasets look missing.

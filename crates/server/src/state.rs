@@ -1,6 +1,7 @@
 //! The state every handler shares: the metadata and object stores, the
 //! configuration, the waiters of long-polls, the garbage collector's grace
-//! memory and lock, and the counters of `/admin/stats`.
+//! memory and lock, the pipeline scheduler and its clock, and the counters
+//! of `/admin/stats`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ServerConfig;
+use crate::clock::{Clock, SystemClock};
 use crate::grace::Grace;
+use crate::scheduler::{self, Scheduler};
 use crate::wait::Waiters;
 
 /// A cheap handle to the shared state.
@@ -35,6 +38,12 @@ pub struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// Keeps garbage collection away from uploads in flight.
     pub grace: Grace,
+    /// Run followers, by run id: woken by every write of the run.
+    pub runs: Waiters<i64>,
+    /// The pipeline scheduler's shared state.
+    pub scheduler: Scheduler,
+    /// The clock of schedules, retry delays and runs (a manual one in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,7 +56,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(meta: Arc<dyn MetaStore>, store: Arc<dyn BlobStore>, config: ServerConfig) -> AppState {
         let grace = Grace::new(config.gc_grace);
+        let clock = config.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         AppState(Arc::new(Inner {
+            runs: Waiters::new(),
+            scheduler: Scheduler::default(),
+            clock,
             grace,
             meta,
             store,
@@ -61,18 +74,24 @@ impl AppState {
     }
 }
 
-impl Inner {
+impl AppState {
     /// A job changed state (or got a stop request): wake whoever watches it,
     /// and the agents of its queue when it is queued again or has ended (an
-    /// ended job frees its GPUs, so a waiting job may fit now).
+    /// ended job frees its GPUs, so a waiting job may fit now). An ended
+    /// job that is a pipeline step wakes its run at once.
     pub fn job_changed(&self, rec: &JobRecord) {
         self.job_events.wake(&rec.id);
         self.job_control.wake(&rec.id);
         if rec.job.state == podder_core::JobState::Queued || rec.job.state.is_terminal() {
             self.queues.wake(&rec.job.spec.queue);
         }
+        if rec.job.state.is_terminal() {
+            scheduler::job_ended(self, rec.id);
+        }
     }
+}
 
+impl Inner {
     /// The instant a long-poll of `wait_ms` (capped at `cap_ms`) ends.
     pub fn deadline(&self, wait_ms: u64, cap_ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(wait_ms.min(cap_ms))

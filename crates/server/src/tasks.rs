@@ -12,9 +12,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use podder_core::api::{DeployTask, Job, JobSpec, RunTask, Task};
+use podder_core::api::{DeployTask, Input, Job, JobSpec, RunTask, Task};
 use podder_core::task::TaskSpec;
-use podder_core::{DataSpec, EnvSpec, JobState, Name, SourceRef};
+use podder_core::{DataSpec, EnvSpec, JobState, ManifestId, MountPath, Name, Resources, SourceRef};
 use podder_meta::{NewJob, NewTask};
 
 use crate::auth::{self, Caller};
@@ -105,9 +105,13 @@ async fn show(
 /// The `--data` of a task run: `INPUT=SRC` at the input's mount, or
 /// `SRC[:MOUNT]`; every problem at once (unknown inputs, missing required
 /// ones, bad sources, overlapping mounts).
-fn task_data(spec: &TaskSpec, given: &[String], problems: &mut Vec<String>) -> Vec<DataSpec> {
+fn task_data(
+    spec: &TaskSpec,
+    given: &[String],
+    bound: &mut HashSet<Name>,
+    problems: &mut Vec<String>,
+) -> Vec<DataSpec> {
     let mut data = Vec::new();
-    let mut bound = HashSet::new();
     let known = || spec.inputs.iter().map(|i| i.name.to_string()).collect::<Vec<_>>().join(", ");
     for d in given {
         let named = d.split_once('=').filter(|(input, _)| input.parse::<Name>().is_ok());
@@ -136,18 +140,110 @@ fn task_data(spec: &TaskSpec, given: &[String], problems: &mut Vec<String>) -> V
             },
         }
     }
+    data
+}
+
+/// An input of a task run resolved by the caller (a pipeline edge): bound
+/// to the task's input `input` (mounted where the task declares it), or
+/// mounted at `mount`.
+#[derive(Clone, Debug)]
+pub struct BoundInput {
+    pub input: Option<String>,
+    pub mount: Option<MountPath>,
+    pub source: String,
+    pub manifest: ManifestId,
+}
+
+/// The job spec of a task run: the task's command in its image, the
+/// parameters checked by type with defaults filled in, `data` (`INPUT=SRC`
+/// or `SRC[:MOUNT]`) resolved and `bound` inputs placed; every problem at
+/// once. Call it under `grace.hold()` (the empty code may be committed).
+#[allow(clippy::too_many_arguments)]
+pub async fn task_job_spec(
+    state: &AppState,
+    caller: &Caller,
+    task: &Task,
+    params: &BTreeMap<String, String>,
+    data: &[String],
+    bound: Vec<BoundInput>,
+    resources: Resources,
+    queue: String,
+    timeout_secs: Option<u64>,
+) -> ApiResult<JobSpec> {
+    let (owner, project, name) = (&task.owner, &task.project, &task.name);
+    let spec = &task.spec;
+    let mut problems = Vec::new();
+    let params = spec.resolve_params(params).unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        BTreeMap::new()
+    });
+    let mut bound_names = HashSet::new();
+    let mut pre = Vec::with_capacity(bound.len());
+    for b in bound {
+        let mount = match (&b.input, b.mount) {
+            (Some(input), _) => match spec.inputs.iter().find(|i| i.name.as_str() == input) {
+                Some(decl) => {
+                    bound_names.insert(decl.name.clone());
+                    decl.mount.clone()
+                }
+                None => {
+                    let known = spec.inputs.iter().map(|i| i.name.to_string()).collect::<Vec<_>>().join(", ");
+                    problems.push(format!("task '{}' has no input '{input}' (it has: {known})", spec.name));
+                    continue;
+                }
+            },
+            (None, Some(mount)) => {
+                if let Some(decl) = spec.inputs.iter().find(|i| i.mount == mount) {
+                    bound_names.insert(decl.name.clone());
+                }
+                mount
+            }
+            (None, None) => {
+                problems
+                    .push(format!("the input {} of a run of task '{}' names no input or mount", b.source, spec.name));
+                continue;
+            }
+        };
+        pre.push(Input { source: b.source, manifest: b.manifest, mount });
+    }
+    let data = task_data(spec, data, &mut bound_names, &mut problems);
     for i in &spec.inputs {
-        if !i.optional && !bound.contains(&i.name) {
+        if !i.optional && !bound_names.contains(&i.name) {
             problems.push(format!(
                 "task '{}' needs its input '{}' (mounted at {}): give --data {}=SOURCE",
                 spec.name, i.name, i.mount, i.name
             ));
         }
     }
-    if let Err(e) = podder_core::refs::check_mounts(data.iter().map(|d| &d.mount)) {
+    if let Err(e) = podder_core::refs::check_mounts(data.iter().map(|d| &d.mount).chain(pre.iter().map(|i| &i.mount))) {
         problems.push(e.to_string());
     }
-    data
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(format!("cannot run task {owner}/{project}/{name}:\n{}", problems.join("\n"))));
+    }
+    resources.check()?;
+    check_queue(&queue)?;
+    let code = empty_code(state).await?;
+    let mut inputs = pre;
+    for d in &data {
+        inputs.push(resolve::input(state, caller, d).await?);
+    }
+    let spec = JobSpec {
+        code,
+        command: task.spec.command.clone(),
+        setup: vec![],
+        params,
+        inputs,
+        env: Some(task.environment.name.clone()),
+        timeout_secs,
+        retries: 0,
+        queue,
+        environment: Some(task.environment.clone()),
+        resources,
+        build: None,
+    };
+    check_placeable(state, &spec).await?;
+    Ok(spec)
 }
 
 async fn run(
@@ -158,40 +254,11 @@ async fn run(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     auth::project(&state, &caller, &owner, &project).await?;
     let task = state.meta.get_task(&owner, &project, &name).await?;
-    let mut problems = Vec::new();
-    let params = task.spec.resolve_params(&req.params).unwrap_or_else(|e| {
-        problems.push(e.to_string());
-        BTreeMap::new()
-    });
-    let data = task_data(&task.spec, &req.data, &mut problems);
-    if !problems.is_empty() {
-        return Err(ApiError::invalid(format!("cannot run task {owner}/{project}/{name}:\n{}", problems.join("\n"))));
-    }
-    req.resources.check()?;
     let queue = req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string());
-    check_queue(&queue)?;
     // From committing the empty code to the job's creation, no collection may run.
     let _hold = state.grace.hold().await;
-    let code = empty_code(&state).await?;
-    let mut inputs = Vec::with_capacity(data.len());
-    for d in &data {
-        inputs.push(resolve::input(&state, &caller, d).await?);
-    }
-    let spec = JobSpec {
-        code,
-        command: task.spec.command.clone(),
-        setup: vec![],
-        params,
-        inputs,
-        env: Some(task.environment.name.clone()),
-        timeout_secs: None,
-        retries: 0,
-        queue,
-        environment: Some(task.environment.clone()),
-        resources: req.resources,
-        build: None,
-    };
-    check_placeable(&state, &spec).await?;
+    let spec =
+        task_job_spec(&state, &caller, &task, &req.params, &req.data, vec![], req.resources, queue, None).await?;
     let new = NewJob { owner, project, spec, message: req.message, restarted_from: None, now: now_ms() };
     let rec = enqueue(&state, new).await?;
     Ok((StatusCode::CREATED, Json(rec.job)))

@@ -15,8 +15,8 @@ mod init;
 mod login;
 mod logs;
 mod output;
-// WIP(client pipeline methods pending) mod pipeline;
-// WIP mod pipeline_run;
+mod pipeline;
+mod pipeline_run;
 mod project;
 mod restart;
 mod run;
@@ -55,7 +55,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Admin(a) => admin::run(&Ctx::connect().await?, a).await,
         Command::Env(e) => env::run(&Ctx::connect().await?, e).await,
         Command::Task(t) => task::run(&Ctx::connect().await?, t).await,
-        Command::Pipeline(_) => anyhow::bail!("WIP"),
+        Command::Pipeline(p) => pipeline::run(&Ctx::connect().await?, p).await,
         Command::Agents { json } => agents::run(&Ctx::connect().await?, json).await,
     }
 }

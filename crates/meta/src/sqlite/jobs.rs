@@ -28,8 +28,17 @@ pub(super) async fn load_by_lease(conn: &mut SqliteConnection, lease_id: &str) -
 }
 
 pub(super) async fn create_job(s: &SqliteStore, new: NewJob) -> Result<JobRecord> {
-    let spec = serde_json::to_string(&new.spec).map_err(|e| MetaError::Internal(e.to_string()))?;
     let mut tx = s.writer.begin().await?;
+    let id = insert_job(&mut tx, &new).await?;
+    let record = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
+/// Allocates the project's next job number and inserts the queued job with
+/// its inputs, inside the caller's transaction; answers the job's id.
+pub(super) async fn insert_job(tx: &mut SqliteConnection, new: &NewJob) -> Result<i64> {
+    let spec = serde_json::to_string(&new.spec).map_err(|e| MetaError::Internal(e.to_string()))?;
     // Allocating the number and inserting in one transaction makes numbers
     // unique and gap-free however many submits race.
     let row = sqlx::query(
@@ -69,11 +78,9 @@ pub(super) async fn create_job(s: &SqliteStore, new: NewJob) -> Result<JobRecord
     .fetch_one(&mut *tx)
     .await?;
     for (position, input) in new.spec.inputs.iter().enumerate() {
-        link_input(&mut tx, id, position, input).await?;
+        link_input(&mut *tx, id, position, input).await?;
     }
-    let record = load(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    Ok(id)
 }
 
 /// Records one input of a new job. A concrete dataset version must still

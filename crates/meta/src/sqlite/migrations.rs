@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "datasets, job inputs, output sizes", include_str!("migrations/0002_datasets.sql")),
     (3, "manifest readers", include_str!("migrations/0003_manifest_readers.sql")),
     (4, "environments, agents, GPU placement, tasks", include_str!("migrations/0004_envs_agents_tasks.sql")),
+    (5, "pipelines, versions, runs, step jobs, step cache", include_str!("migrations/0005_pipelines.sql")),
 ];
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<()> {

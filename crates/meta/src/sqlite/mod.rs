@@ -14,6 +14,7 @@ mod leases;
 mod logs;
 mod migrations;
 mod owners;
+mod pipelines;
 mod rows;
 mod storage;
 mod tasks;
@@ -30,7 +31,8 @@ use podder_core::{Inventory, JobState, ManifestId, Name};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::{
-    Claim, EnvWrite, FinishJob, JobId, JobRecord, MetaStore, NewJob, NewTask, NewVersion, Owner, Result, TokenHash,
+    CacheHit, Claim, EnvWrite, FinishJob, JobId, JobRecord, MetaStore, NewJob, NewPipeline, NewRun, NewTask,
+    NewVersion, Owner, PipelineRecord, PipelineVersion, Result, RunRecord, RunUpdate, StartSteps, StepJob, TokenHash,
 };
 
 /// The metadata store in one SQLite file.
@@ -200,6 +202,79 @@ impl MetaStore for SqliteStore {
     }
     async fn list_tasks(&self, owner: &Name, project: &Name) -> Result<Vec<Task>> {
         tasks::list_tasks(self, owner, project).await
+    }
+
+    async fn apply_pipeline(&self, new: NewPipeline) -> Result<(PipelineRecord, bool)> {
+        pipelines::apply_pipeline(self, new).await
+    }
+    async fn get_pipeline(&self, owner: &Name, project: &Name, name: &Name) -> Result<PipelineRecord> {
+        pipelines::get_pipeline(self, owner, project, name).await
+    }
+    async fn get_pipeline_by_id(&self, id: i64) -> Result<PipelineRecord> {
+        pipelines::get_pipeline_by_id(self, id).await
+    }
+    async fn list_pipelines(&self, owner: &Name, project: &Name) -> Result<Vec<PipelineRecord>> {
+        pipelines::list_pipelines(self, owner, project).await
+    }
+    async fn scheduled_pipelines(&self) -> Result<Vec<PipelineRecord>> {
+        pipelines::scheduled_pipelines(self).await
+    }
+    async fn set_paused(
+        &self,
+        owner: &Name,
+        project: &Name,
+        name: &Name,
+        paused: bool,
+        now: i64,
+    ) -> Result<PipelineRecord> {
+        pipelines::set_paused(self, owner, project, name, paused, now).await
+    }
+    async fn set_last_scheduled(&self, pipeline_id: i64, at: i64) -> Result<()> {
+        pipelines::set_last_scheduled(self, pipeline_id, at).await
+    }
+    async fn pipeline_version(&self, pipeline_id: i64, version: u32) -> Result<PipelineVersion> {
+        pipelines::pipeline_version(self, pipeline_id, version).await
+    }
+    async fn create_run(&self, new: NewRun) -> Result<RunRecord> {
+        pipelines::create_run(self, new).await
+    }
+    async fn get_run(&self, pipeline_id: i64, number: u64) -> Result<RunRecord> {
+        pipelines::get_run(self, pipeline_id, number).await
+    }
+    async fn get_run_by_id(&self, id: i64) -> Result<RunRecord> {
+        pipelines::get_run_by_id(self, id).await
+    }
+    async fn list_runs(&self, pipeline_id: i64, limit: u32) -> Result<Vec<RunRecord>> {
+        pipelines::list_runs(self, pipeline_id, limit).await
+    }
+    async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        pipelines::active_runs(self).await
+    }
+    async fn update_run(&self, update: RunUpdate) -> Result<RunRecord> {
+        pipelines::update_run(self, update).await
+    }
+    async fn start_steps(&self, start: StartSteps) -> Result<(Vec<JobRecord>, RunRecord)> {
+        pipelines::start_steps(self, start).await
+    }
+    async fn run_jobs(&self, run_id: i64) -> Result<Vec<StepJob>> {
+        pipelines::run_jobs(self, run_id).await
+    }
+    async fn run_of_job(&self, job: JobId) -> Result<Option<i64>> {
+        pipelines::run_of_job(self, job).await
+    }
+    async fn put_cache(
+        &self,
+        owner: &Name,
+        project: &Name,
+        key: &str,
+        output: ManifestId,
+        job: u64,
+        now: i64,
+    ) -> Result<()> {
+        pipelines::put_cache(self, owner, project, key, output, job, now).await
+    }
+    async fn get_cache(&self, owner: &Name, project: &Name, key: &str) -> Result<Option<CacheHit>> {
+        pipelines::get_cache(self, owner, project, key).await
     }
 
     async fn usage(&self, owner: &Name) -> Result<u64> {

@@ -106,6 +106,13 @@ pub(super) async fn referenced_manifests(s: &SqliteStore) -> Result<HashSet<Mani
     for v in versions {
         out.insert(manifest_id(&v)?);
     }
+    // The code an applied pipeline's inline steps run on.
+    let codes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT code FROM pipeline_versions WHERE code IS NOT NULL")
+        .fetch_all(&mut *tx)
+        .await?;
+    for c in codes {
+        out.insert(manifest_id(&c)?);
+    }
     tx.commit().await?;
     Ok(out)
 }

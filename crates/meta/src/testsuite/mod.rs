@@ -14,11 +14,13 @@ use crate::{Claim, FinishJob, MetaError, MetaStore, NewJob, TokenHash};
 mod datasets;
 mod jobs;
 mod leases;
+mod pipelines;
 mod placement;
 
 use datasets::{datasets, mounts, storage};
 use jobs::{claims, job_lifecycle, job_numbers, stops};
 use leases::{lease_expiry, logs};
+use pipelines::pipelines;
 use placement::{agents, builds_and_tasks, environments, placement};
 
 /// Runs every check against one store.
@@ -40,6 +42,7 @@ pub async fn run_all(store: &dyn MetaStore) {
     agents(store).await;
     placement(store).await;
     builds_and_tasks(store).await;
+    pipelines(store).await;
 }
 
 pub(super) fn name(s: &str) -> Name {

@@ -17,7 +17,7 @@ pub struct TestServer {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl TestServer {
@@ -34,8 +34,17 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path());
         f(&mut config);
+        TestServer::open(config, None, Some(dir)).await
+    }
+
+    /// A server on `config` (its data directory may hold an earlier
+    /// server's data: pass that server's admin token then).
+    pub async fn open(config: ServerConfig, admin: Option<String>, dir: Option<TempDir>) -> TestServer {
         let server = Server::open(config).await.unwrap();
-        let admin = server.ensure_admin("admin").await.unwrap().expect("first start makes an admin");
+        let admin = match admin {
+            Some(a) => a,
+            None => server.ensure_admin("admin").await.unwrap().expect("first start makes an admin"),
+        };
         assert!(server.ensure_admin("admin").await.unwrap().is_none(), "only the first start does");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
