@@ -231,7 +231,7 @@ mod tests {
         assert!(chunks.iter().all(|(_, r)| r.len() <= LARGE.max));
         assert!(chunks[..chunks.len() - 1].iter().all(|(_, r)| r.len() >= LARGE.min));
         let mean = data.len() / chunks.len();
-        assert!(mean >= LARGE.avg / 2 && mean <= 2 * LARGE.avg, "mean {mean}");
+        assert!((LARGE.avg / 2..=2 * LARGE.avg).contains(&mean), "mean {mean}");
         // Streamed, as a file of that size is, it is cut the same way.
         assert_eq!(chunk_reader(Trickle(&data), LARGE).unwrap(), refs(&data));
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! The content-addressed object store: chunks and manifests.
 //!
 //! Files are cut into content-defined chunks (FastCDC), each named by the
-//! BLAKE3 hash of its bytes and stored zstd-compressed. Manifests (see
+//! BLAKE3 hash of its bytes and stored zstd-compressed where that pays
+//! (raw otherwise: see [`local`]). Manifests (see
 //! `podder_core::manifest`) are stored by their id. This crate owns the
 //! storage backends (the [`BlobStore`] trait: a local directory and an
 //! in-memory one; S3 comes later), chunking and tree scanning on the client

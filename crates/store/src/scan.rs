@@ -136,7 +136,8 @@ pub trait ScanObserver: Sync {
     /// (`cached`: all of them, at once; `data` is empty), or as it is hashed
     /// (a large file reports its chunks in several calls, as it is read), with
     /// their bytes in `data`, one per chunk, so that an upload need not read
-    /// them again. It may block (to bound how much of them is held).
+    /// them again (each shares the buffer its file was read into, so keep
+    /// only what will be used soon).
     fn chunks(&self, _path: &Path, _chunks: &[ChunkRef], _data: &[Bytes], _cached: bool) {}
     /// A file is done: hashed, or found in the stat cache (`cached`).
     fn file_done(&self, _size: u64, _cached: bool) {}

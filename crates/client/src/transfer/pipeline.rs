@@ -18,8 +18,8 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,27 +40,24 @@ const ASK_AFTER: Duration = Duration::from_millis(20);
 /// Chunks of cached files are asked about after the scan, this many at once.
 const ASK_BATCH_DEFERRED: usize = 20_000;
 /// The scan keeps the bytes of the chunks it cuts until they are sent (or
-/// the server says it has them), so they are not read and hashed a second
-/// time; it waits while this much is held. Several request bodies' worth:
-/// what is being asked about, queued for the reader, and framed.
-const HELD_BYTES: u64 = 8 * SEND_BATCH_BYTES as u64;
+/// the server says it has them), so they need not be read and hashed a
+/// second time, up to this much; beyond it, chunks are read back from their
+/// files when their turn comes. The scan never waits for the upload: it ends
+/// (and writes the stat cache, which a resumed upload relies on) as soon as
+/// it can.
+const HELD_BYTES: u64 = 16 * SEND_BATCH_BYTES as u64;
 
 /// Bytes of chunk data held between the scan and the senders.
 struct Budget {
-    held: Mutex<u64>,
-    freed: Condvar,
+    held: AtomicU64,
 }
 
 impl Budget {
-    /// Waits until `n` more bytes fit (or nothing is held: a single chunk
-    /// larger than the budget still goes), unless the upload stopped.
-    fn take(self: &Arc<Self>, n: u64, stop: &AtomicBool) -> Arc<Self> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        while *held > 0 && *held + n > HELD_BYTES && !stop.load(Ordering::Relaxed) {
-            held = self.freed.wait_timeout(held, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        *held += n;
-        self.clone()
+    /// Counts `n` more bytes as held, if they fit.
+    fn take(self: &Arc<Self>, n: u64) -> Option<Arc<Self>> {
+        let fits =
+            self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h + n <= HELD_BYTES).then_some(h + n));
+        fits.is_ok().then(|| self.clone())
     }
 }
 
@@ -84,9 +81,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
-        *held -= self.data.len() as u64;
-        self.budget.freed.notify_all();
+        self.budget.held.fetch_sub(self.data.len() as u64, Ordering::AcqRel);
     }
 }
 
@@ -109,7 +104,7 @@ impl ScanObserver for Feed {
 
     fn chunks(&self, path: &Path, chunks: &[ChunkRef], data: &[Bytes], cached: bool) {
         let n: u64 = data.iter().map(|d| d.len() as u64).sum();
-        let budget = (n > 0).then(|| self.budget.take(n, &self.stop));
+        let budget = if n > 0 { self.budget.take(n) } else { None };
         let mut data = data.iter();
         let batch: Batch = chunks
             .iter()
@@ -150,7 +145,7 @@ pub async fn upload_dir(
     let feed = Feed {
         tx,
         stop: stop.clone(),
-        budget: Arc::new(Budget { held: Mutex::new(0), freed: Condvar::new() }),
+        budget: Arc::new(Budget { held: AtomicU64::new(0) }),
         progress: progress.clone(),
         files_total: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
