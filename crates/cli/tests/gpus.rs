@@ -32,7 +32,10 @@ fn fake_gpu_jobs_land_right_and_never_share_a_gpu() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_running = 0;
     loop {
-        let all: Vec<serde_json::Value> = jobs.iter().map(|(_, j)| c.job_json(&dir, j)).collect();
+        // One listing is one consistent snapshot of every job.
+        let listed: serde_json::Value = serde_json::from_str(&c.ok(&dir, &["status", "--json"])).unwrap();
+        let all: Vec<serde_json::Value> = listed.as_array().unwrap().clone();
+        assert_eq!(all.len(), jobs.len());
         let mut held: BTreeMap<(String, u64), String> = BTreeMap::new();
         for j in &all {
             if ["assigned", "preparing", "running"].contains(&j["state"].as_str().unwrap()) {
@@ -52,6 +55,18 @@ fn fake_gpu_jobs_land_right_and_never_share_a_gpu() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(seen_running > 0);
+    // And over time: two jobs that held one GPU of one agent never ran at once.
+    let all: Vec<serde_json::Value> = jobs.iter().map(|(_, j)| c.job_json(&dir, j)).collect();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            let shared = gpus_of(a).iter().any(|g| gpus_of(b).contains(g));
+            if a["agent"] == b["agent"] && shared {
+                let (a0, a1) = (a["started_at"].as_i64().unwrap(), a["finished_at"].as_i64().unwrap());
+                let (b0, b1) = (b["started_at"].as_i64().unwrap(), b["finished_at"].as_i64().unwrap());
+                assert!(a1 <= b0 || b1 <= a0, "{} and {} shared a GPU at the same time", a["ref"], b["ref"]);
+            }
+        }
+    }
     for (n, job) in &jobs {
         let j = c.job_json(&dir, job);
         let gpus = gpus_of(&j);
