@@ -252,6 +252,11 @@ impl Cache {
         self.0.staging.join(format!("{}-{}", id.to_hex(), std::process::id()))
     }
 
+    /// Whether the index lists the tree of `id` as ready (no I/O).
+    pub(crate) fn has_tree(&self, id: &ManifestId) -> bool {
+        self.state().trees.contains_key(id)
+    }
+
     /// Pins the ready tree of `id`, and marks it used now; `None` when it
     /// is not in the cache. Costs one `stat` and an index write: the tree
     /// is neither walked nor checked against its manifest.

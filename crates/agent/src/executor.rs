@@ -269,13 +269,23 @@ impl Supervisor {
         };
         // Whatever the main process left behind in its group goes with it;
         // wait (briefly) until the kernel has taken every one of them down.
+        // Usually nothing is left at all, which one signal tells; under
+        // bubblewrap the sandbox's init is often still exiting (the outer
+        // bwrap exits as soon as it knows the job's status), which takes
+        // about a millisecond: look again soon, then less often.
         let until = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            signals::kill(self.pid);
-            if signals::group_members(self.pid).is_empty() || Instant::now() >= until {
-                break;
+        signals::kill(self.pid);
+        if signals::group_exists(self.pid) {
+            // Once the group was killed no process joins it: only those
+            // found now need watching.
+            let mut left = signals::group_members(self.pid);
+            let mut pause = Duration::from_millis(1);
+            while !left.is_empty() && Instant::now() < until {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
+                signals::kill(self.pid);
+                left.retain(|p| signals::in_group(*p, self.pid));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for r in readers {
             let abort = r.abort_handle();

@@ -5,6 +5,8 @@
 //! arrives at once. What the task hears, and the agent's own shutdown,
 //! become a [`Control`] that the job's driver acts on.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use podder_client::Client;
@@ -49,8 +51,10 @@ impl Controller {
 }
 
 /// Heartbeats lease `lease` every `lease_ms / 3` (long-polled) until the
-/// lease is gone or the task is aborted.
-pub(crate) async fn run(client: Client, lease: String, lease_ms: u64, ctl: Controller) {
+/// lease is gone or the task is aborted. Once `ending` is set (the job's end
+/// is being reported, which ends the lease and wakes the beat in flight), a
+/// lease the server no longer knows is what is expected, not news.
+pub(crate) async fn run(client: Client, lease: String, lease_ms: u64, ctl: Controller, ending: Arc<AtomicBool>) {
     let wait_ms = (lease_ms / 3).max(100);
     let mut backoff = Duration::from_millis(250);
     let mut stop_seen = false;
@@ -69,6 +73,10 @@ pub(crate) async fn run(client: Client, lease: String, lease_ms: u64, ctl: Contr
                 // after the last (in case the server does not long-poll).
                 let gap = if stop_seen { Duration::from_millis(wait_ms) } else { Duration::from_secs(1) };
                 sleep_until(start + gap).await;
+            }
+            Err(e) if e.status() == Some(409) && ending.load(Ordering::SeqCst) => {
+                tracing::debug!(lease = %lease, "the lease ended with the job's end");
+                return;
             }
             Err(e) if e.status() == Some(409) => {
                 tracing::warn!(lease = %lease, "the server no longer knows this lease: {e}");

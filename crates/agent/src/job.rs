@@ -7,9 +7,11 @@
 //! further report, anything else still ends with `finish`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use podder_core::api::{Finish, Lease};
-use podder_core::{JobState, ManifestId, Outcome};
+use podder_core::api::{Finish, FinishWithLogs, Lease};
+use podder_core::{ExecutorKind, JobState, ManifestId, Outcome};
 use tokio::sync::watch;
 
 use crate::envs::{self, Realized};
@@ -34,9 +36,12 @@ pub(crate) async fn run_lease(shared: Arc<Shared>, lease: Lease) {
     tracing::info!(lease = %id, job = %job, attempt = lease.job.attempt, "leased a job");
     let client = &shared.client;
     let (log, rx) = LogSink::new(0);
-    let uploader = tokio::spawn(logs::upload(client.clone(), id.clone(), rx, shared.deadline.clone()));
+    // With a server that takes them, the last lines go with the finish.
+    let carry = lease.finish_with_logs;
+    let uploader = tokio::spawn(logs::upload(client.clone(), id.clone(), rx, shared.deadline.clone(), carry));
     let (ctl, ctl_rx) = Controller::new();
-    let beats = tokio::spawn(heartbeat::run(client.clone(), id.clone(), lease.lease_ms, ctl.clone()));
+    let ending = Arc::new(AtomicBool::new(false));
+    let beats = tokio::spawn(heartbeat::run(client.clone(), id.clone(), lease.lease_ms, ctl.clone(), ending.clone()));
     let mut shutdown = shared.shutdown.clone();
     let ctl2 = ctl.clone();
     let forward = tokio::spawn(async move {
@@ -45,13 +50,27 @@ pub(crate) async fn run_lease(shared: Arc<Shared>, lease: Lease) {
         }
     });
     let dirs = shared.workspace.job_dirs(&id);
+    let t0 = Instant::now();
     let end = drive(&shared, &lease, &dirs, &log, ctl_rx).await;
     forward.abort();
+    let root = dirs.root.clone();
+    let mut removal = None;
     match end {
         End::Finish(fin) => {
+            ending.store(true, Ordering::SeqCst);
             log.close().await;
-            let _ = uploader.await;
-            match with_retry("finishing the job", &shared.deadline, || client.finish(&id, &fin)).await {
+            let logs = uploader.await.map(|(_, rest)| rest).unwrap_or_default();
+            stage(&id, t0, "logs shipped");
+            // The job's directory is no longer needed: remove it meanwhile.
+            removal = Some(tokio::task::spawn_blocking(move || remove_tree(&root)));
+            let fin = FinishWithLogs { finish: *fin, logs };
+            let res = if carry {
+                with_retry("finishing the job", &shared.deadline, || client.finish_with_logs(&id, &fin)).await
+            } else {
+                with_retry("finishing the job", &shared.deadline, || client.finish(&id, &fin.finish)).await
+            };
+            let fin = fin.finish;
+            match res {
                 Ok(j) => {
                     tracing::info!(lease = %id, job = %job, state = %j.state, exit_code = ?fin.exit_code,
                     reason = fin.reason.as_deref().unwrap_or(""), "finished the job")
@@ -69,13 +88,28 @@ pub(crate) async fn run_lease(shared: Arc<Shared>, lease: Lease) {
             uploader.abort();
         }
     }
+    stage(&id, t0, "reported");
     beats.abort();
-    let root = dirs.root.clone();
-    match tokio::task::spawn_blocking(move || remove_tree(&root)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("cannot remove {}: {e}", dirs.root.display()),
-        Err(e) => tracing::warn!("cannot remove {}: {e}", dirs.root.display()),
+    // Removed once more when the first try failed (a job that ended early
+    // may have had files still being written then).
+    let removed = match removal {
+        Some(r) => matches!(r.await, Ok(Ok(()))),
+        None => false,
+    };
+    if !removed {
+        let root = dirs.root.clone();
+        match tokio::task::spawn_blocking(move || remove_tree(&root)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot remove {}: {e}", dirs.root.display()),
+            Err(e) => tracing::warn!("cannot remove {}: {e}", dirs.root.display()),
+        }
     }
+    stage(&id, t0, "removed");
+}
+
+/// A debug-level timestamp of a job's stage, in ms since it was leased.
+fn stage(lease: &str, t0: Instant, what: &str) {
+    tracing::debug!(lease = %lease, ms = format_args!("{:.2}", t0.elapsed().as_secs_f64() * 1e3), "job stage: {what}");
 }
 
 fn finish(outcome: Outcome, exit_code: Option<i32>, output: Option<ManifestId>, reason: Option<String>) -> End {
@@ -107,10 +141,17 @@ async fn drive(
     mut ctl: watch::Receiver<Control>,
 ) -> End {
     let (client, id) = (&shared.client, lease.lease_id.as_str());
-    match with_retry("reporting preparing", &shared.deadline, || client.set_state(id, JobState::Preparing)).await {
-        Err(CallError::Gone) => return End::Lost,
-        Err(e) => tracing::warn!(lease = %id, "cannot report the job as preparing: {e}"),
-        Ok(()) => {}
+    let t0 = Instant::now();
+    let t = |what: &str| stage(id, t0, what);
+    // `preparing` is reported when preparing may take a while; a job whose
+    // code and inputs are cached goes from assigned to running at once.
+    if !instant(shared, lease) {
+        match with_retry("reporting preparing", &shared.deadline, || client.set_state(id, JobState::Preparing)).await {
+            Err(CallError::Gone) => return End::Lost,
+            Err(e) => tracing::warn!(lease = %id, "cannot report the job as preparing: {e}"),
+            Ok(()) => {}
+        }
+        t("preparing reported");
     }
     if lease.job.spec.build.is_some() {
         return drive_build(shared, lease, dirs, log, ctl).await;
@@ -136,6 +177,7 @@ async fn drive(
                 return finish(Outcome::Failed, None, None, Some(format!("preparation failed: {e:#}")));
             }
         };
+    t("prepared");
     let docker = match env {
         Realized::Process { env, extra_ro } => {
             plan.env.extend(env);
@@ -161,6 +203,7 @@ async fn drive(
             return finish(Outcome::Failed, None, None, Some(format!("cannot start the job: {e:#}")));
         }
     };
+    t("spawned");
     // `running` means the process (or container) has started.
     match with_retry("reporting running", &shared.deadline, || client.set_state(id, JobState::Running)).await {
         Err(CallError::Gone) => {
@@ -172,6 +215,7 @@ async fn drive(
         Err(e) => tracing::warn!(lease = %id, "cannot report the job as running: {e}"),
         Ok(()) => {}
     }
+    t("running reported");
     let info = loop {
         let c = *ctl.borrow_and_update();
         match c {
@@ -184,6 +228,7 @@ async fn drive(
             r = ctl.changed() => if r.is_err() { break running.wait().await },
         }
     };
+    t("exited");
     let control = *ctl.borrow();
     if control == Control::Lost {
         return End::Lost;
@@ -194,7 +239,7 @@ async fn drive(
         None => format!("the job ended: exit code {}", info.code),
     })
     .await;
-    let output = match upload_output(shared, dirs).await {
+    let output = match upload_output(shared, dirs, lease.finish_with_logs).await {
         Ok((out, files, bytes)) => {
             log.system(format!("output: {files} files, {bytes} bytes")).await;
             Some(out)
@@ -211,8 +256,20 @@ async fn drive(
             None
         }
     };
+    t("output uploaded");
     running.release().await;
     finish(outcome, Some(info.code), output, reason)
+}
+
+/// Whether the job can be prepared from the agent's caches alone, without
+/// building anything: a process job without requirements whose code
+/// manifest is known and whose inputs are cached.
+fn instant(shared: &Shared, lease: &Lease) -> bool {
+    let spec = &lease.job.spec;
+    spec.build.is_none()
+        && shared.config.executor == ExecutorKind::Process
+        && spec.environment.as_ref().is_none_or(|e| e.requirements.is_none())
+        && shared.workspace.ready(&spec.code, spec.inputs.iter().map(|i| &i.manifest))
 }
 
 /// A build job, from `running` to its end (see [`build_job`]).

@@ -151,36 +151,47 @@ pub(crate) enum UploadEnd {
     Stopped,
 }
 
-/// Ships lines from `rx` to the server until the sink is closed.
+/// Ships lines from `rx` to the server until the sink is closed. With
+/// `keep_last`, the lines still unsent when the sink closes are not sent but
+/// handed back, for the job's finish to carry (see `FinishWithLogs`); else
+/// what is handed back is empty.
 pub(crate) async fn upload(
     client: Client,
     lease: String,
     mut rx: mpsc::Receiver<LogLine>,
     deadline: Deadline,
-) -> UploadEnd {
+    keep_last: bool,
+) -> (UploadEnd, Vec<LogLine>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let until = tokio::time::Instant::now() + BATCH_DELAY;
+        let mut closed = false;
         while batch.len() < BATCH_LINES {
             tokio::select! {
                 l = rx.recv() => match l {
                     Some(l) => batch.push(l),
-                    None => break,
+                    None => {
+                        closed = true;
+                        break;
+                    }
                 },
                 _ = tokio::time::sleep_until(until) => break,
             }
         }
+        if closed && keep_last {
+            return (UploadEnd::Done, batch);
+        }
         let res = with_retry("uploading logs", &deadline, || client.upload_logs(&lease, batch.clone())).await;
         match res {
             Ok(()) => {}
-            Err(CallError::Gone) => return UploadEnd::Stopped,
+            Err(CallError::Gone) => return (UploadEnd::Stopped, Vec::new()),
             Err(e) => {
                 tracing::error!(lease = %lease, "giving up on the job's log: {e}");
-                return UploadEnd::Stopped;
+                return (UploadEnd::Stopped, Vec::new());
             }
         }
     }
-    UploadEnd::Done
+    (UploadEnd::Done, Vec::new())
 }
 
 #[cfg(test)]

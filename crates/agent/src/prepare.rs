@@ -22,6 +22,10 @@
 //! built; chunks the chunk cache already holds are read from there and not
 //! fetched again. An evicted tree is therefore fetched again in full.
 //!
+//! The manifests of code snapshots are kept in memory (a few, see
+//! [`CODE_MANIFESTS`]): a manifest is named by the hash of its content, so
+//! the next job of the same code asks the server nothing before it runs.
+//!
 //! A job whose inputs are all cached costs, per input, one lookup in the
 //! in-memory index, one `stat` of the tree and one small index write: the
 //! manifest is not fetched and the tree is not walked. The tree is then
@@ -43,12 +47,18 @@ use podder_store::{BlobStore, LocalStore, StoreError};
 
 use crate::cache::{Cache, TreePin, default_cache_bytes};
 
+/// How many code manifests are kept in memory.
+const CODE_MANIFESTS: usize = 64;
+
 pub(crate) struct Workspace {
     root: PathBuf,
     jobs: PathBuf,
     cache: Cache,
     chunks: Arc<dyn BlobStore>,
     locks: Mutex<HashMap<ManifestId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Code manifests already materialized once (so their chunks were in
+    /// the chunk cache then).
+    code_manifests: Mutex<HashMap<ManifestId, Arc<Manifest>>>,
 }
 
 /// One job's directories.
@@ -78,7 +88,14 @@ impl Workspace {
             .with_fsync(false);
         let limit = cache_bytes.unwrap_or_else(|| default_cache_bytes(&root));
         let cache = Cache::open(&root.join("cache"), limit).context("cannot open the agent's cache")?;
-        Ok(Workspace { root, jobs, cache, chunks: Arc::new(chunks), locks: Mutex::new(HashMap::new()) })
+        Ok(Workspace {
+            root,
+            jobs,
+            cache,
+            chunks: Arc::new(chunks),
+            locks: Mutex::new(HashMap::new()),
+            code_manifests: Mutex::new(HashMap::new()),
+        })
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -98,11 +115,26 @@ impl Workspace {
         JobDirs { code: root.join("code"), output: root.join("output"), root }
     }
 
+    /// Whether a job of code `code` and inputs `inputs` can most likely be
+    /// prepared without the server: the code's manifest is known and every
+    /// input tree is cached (no I/O).
+    pub(crate) fn ready<'a>(&self, code: &ManifestId, mut inputs: impl Iterator<Item = &'a ManifestId>) -> bool {
+        self.code_manifests.lock().expect("code manifests").contains_key(code) && inputs.all(|i| self.cache.has_tree(i))
+    }
+
+    /// The manifest of code snapshot `id`: from memory, else from the server.
+    async fn code_manifest(&self, client: &Client, id: &ManifestId) -> anyhow::Result<Arc<Manifest>> {
+        if let Some(m) = self.code_manifests.lock().expect("code manifests").get(id) {
+            return Ok(m.clone());
+        }
+        Ok(Arc::new(client.manifest(id).await?))
+    }
+
     /// Downloads the code snapshot into `dest` (which must not exist),
     /// through the chunk cache, whose chunks it keeps.
     pub(crate) async fn materialize_code(&self, client: &Client, id: &ManifestId, dest: &Path) -> anyhow::Result<()> {
         async {
-            let manifest = client.manifest(id).await?;
+            let manifest = self.code_manifest(client, id).await?;
             let ids: Vec<ChunkId> = manifest.chunk_ids().into_iter().collect();
             {
                 let _in_use = self.cache.chunks_in_use().await;
@@ -112,6 +144,12 @@ impl Workspace {
                 let c = self.cache.clone();
                 tokio::task::spawn_blocking(move || c.chunks_used(&ids, &fetched)).await?;
             }
+            let mut known = self.code_manifests.lock().expect("code manifests");
+            if known.len() >= CODE_MANIFESTS {
+                known.clear();
+            }
+            known.insert(*id, manifest);
+            drop(known);
             if self.cache.over_limit() {
                 self.cache.enforce_later();
             }

@@ -36,6 +36,15 @@ fn signal_group(pgid: u32, sig: Signal) {
     }
 }
 
+/// Whether any process (a zombie included) is left in group `pgid`: one
+/// `kill(-pgid, 0)`, much cheaper than [`group_members`].
+pub(crate) fn group_exists(pgid: u32) -> bool {
+    match Pid::from_raw(pgid as i32) {
+        Some(p) => !matches!(rustix::process::test_kill_process_group(p), Err(rustix::io::Errno::SRCH)),
+        None => false,
+    }
+}
+
 /// The pids of the live processes in process group `pgid` (zombies
 /// excluded), read from `/proc`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
@@ -47,15 +56,16 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some((state, pgrp)) = stat_of(pid)
-            && pgrp == pgid
-            && state != 'Z'
-            && state != 'X'
-        {
+        if in_group(pid, pgid) {
             out.push(pid);
         }
     }
     out
+}
+
+/// Whether process `pid` is alive (not a zombie) in group `pgid`.
+pub(crate) fn in_group(pid: u32, pgid: u32) -> bool {
+    stat_of(pid).is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
 }
 
 /// (state, process group) from `/proc/<pid>/stat`.

@@ -9,7 +9,7 @@ use anyhow::Context;
 use podder_client::ClientError;
 use podder_client::transfer::{NoProgress, upload_tree};
 use podder_core::api::Lease;
-use podder_core::{ManifestId, MountPath, Outcome};
+use podder_core::{Manifest, ManifestId, MountPath, Outcome};
 use podder_store::scan::{ScanOptions, scan_tree};
 
 use crate::Shared;
@@ -134,7 +134,16 @@ pub(crate) fn plan(
 }
 
 /// Scans and uploads `/output`; returns its manifest id, files and bytes.
-pub(crate) async fn upload_output(shared: &Shared, dirs: &JobDirs) -> anyhow::Result<(ManifestId, usize, u64)> {
+/// With `empty_implicit` (the server takes the empty output uncommitted), an
+/// empty `/output` is neither scanned nor committed: its id is known.
+pub(crate) async fn upload_output(
+    shared: &Shared,
+    dirs: &JobDirs,
+    empty_implicit: bool,
+) -> anyhow::Result<(ManifestId, usize, u64)> {
+    if empty_implicit && is_empty_dir(&dirs.output) {
+        return Ok((Manifest::empty_id(), 0, 0));
+    }
     let dir = dirs.output.clone();
     let tree = tokio::task::spawn_blocking(move || {
         scan_tree(&dir, &ScanOptions { respect_ignore: false, max_bytes: None, threads: 0 })
@@ -146,4 +155,25 @@ pub(crate) async fn upload_output(shared: &Shared, dirs: &JobDirs) -> anyhow::Re
             .await?;
     let id = report.manifest.context("the server committed no manifest for the output")?;
     Ok((id, report.files, report.bytes_total))
+}
+
+/// Whether `dir` is a directory without entries (one `getdents`).
+fn is_empty_dir(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an empty `/output` would have been committed as.
+    #[test]
+    fn an_empty_output_scans_to_the_empty_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(is_empty_dir(dir.path()));
+        let tree = scan_tree(dir.path(), &ScanOptions { respect_ignore: false, max_bytes: None, threads: 0 }).unwrap();
+        assert_eq!(tree.manifest.id(), Manifest::empty_id());
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(!is_empty_dir(dir.path()));
+    }
 }

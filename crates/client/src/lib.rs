@@ -184,4 +184,10 @@ impl Client {
     pub async fn finish(&self, lease: &str, finish: &Finish) -> Result<Job> {
         self.post(&format!("/agent/leases/{lease}/finish"), finish).await
     }
+
+    /// [`finish`](Self::finish) with the job's last log lines, for a server
+    /// whose lease says `finish_with_logs`.
+    pub async fn finish_with_logs(&self, lease: &str, finish: &FinishWithLogs) -> Result<Job> {
+        self.post(&format!("/agent/leases/{lease}/finish"), finish).await
+    }
 }

@@ -238,6 +238,13 @@ pub struct Lease {
     /// The server's base URL for the job's tools (e.g. MLflow), as the agent reached it.
     #[serde(default)]
     pub server_url: Option<String>,
+    /// The server takes a [`FinishWithLogs`] (the job's last log lines with
+    /// its end, in one call) and the empty output manifest without a commit
+    /// ([`Manifest::empty_id`](crate::Manifest::empty_id)). False from servers
+    /// that predate both: the agent then uploads the lines and commits the
+    /// empty manifest first.
+    #[serde(default)]
+    pub finish_with_logs: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,6 +273,17 @@ pub struct Finish {
     /// A build job's result (only with outcome succeeded).
     #[serde(default)]
     pub build: Option<BuildResult>,
+}
+
+/// `POST /agent/leases/{id}/finish` from agents whose lease says
+/// `finish_with_logs`: the job's end and its last log lines, which the server
+/// appends (as `POST .../logs` would, idempotently) before it ends the job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinishWithLogs {
+    #[serde(flatten)]
+    pub finish: Finish,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

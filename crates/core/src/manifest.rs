@@ -53,6 +53,12 @@ impl Manifest {
         ManifestId::of(&self.canonical_bytes())
     }
 
+    /// The id of the manifest of an empty tree (no entries).
+    pub fn empty_id() -> ManifestId {
+        static ID: std::sync::OnceLock<ManifestId> = std::sync::OnceLock::new();
+        *ID.get_or_init(|| Manifest::new(Vec::new()).id())
+    }
+
     /// Total bytes of all files.
     pub fn total_size(&self) -> u64 {
         self.entries

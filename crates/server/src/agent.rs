@@ -6,7 +6,9 @@
 //! lease request records the agent's queue and inventory (`GET /agents`),
 //! and the claim places only a job that fits that inventory, assigning its
 //! GPU indices (see `MetaStore::claim_job`). A build job's finish may carry
-//! what it built, kept as the job's build result.
+//! what it built, kept as the job's build result. A finish may carry the
+//! job's last log lines (`FinishWithLogs`), appended before the job ends, so
+//! that a job's end is one call; an empty output needs no commit.
 //!
 //! A finish whose output would take the job's owner past the storage quota
 //! is answered 413, and the job is recorded as failed with that reason
@@ -18,15 +20,15 @@ use axum::http::header::HOST;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use podder_core::JobState;
-use podder_core::api::{Finish, HeartbeatReply, Job, Lease, LeaseRequest, LogUpload, StateUpdate};
+use podder_core::api::{FinishWithLogs, HeartbeatReply, Job, Lease, LeaseRequest, LogUpload, StateUpdate};
+use podder_core::{JobState, Manifest};
 use podder_meta::{Claim, FinishJob, MetaError};
 use serde::Deserialize;
 
 use crate::auth::{Caller, random_hex};
 use crate::error::{ApiError, ApiResult, Json, Kind, Path, Query};
 use crate::jobs::check_queue;
-use crate::manifests::load_manifest;
+use crate::manifests::{load_manifest, store_manifest};
 use crate::state::{AppState, now_ms};
 use crate::wait::wait_for;
 
@@ -41,7 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/leases/{lease_id}/state", post(progress))
         .route("/agent/leases/{lease_id}/heartbeat", post(heartbeat))
         .route("/agent/leases/{lease_id}/logs", post(logs).layer(DefaultBodyLimit::max(LOG_LIMIT)))
-        .route("/agent/leases/{lease_id}/finish", post(finish))
+        .route("/agent/leases/{lease_id}/finish", post(finish).layer(DefaultBodyLimit::max(LOG_LIMIT)))
 }
 
 fn check_agent(name: &str) -> ApiResult<()> {
@@ -91,7 +93,8 @@ async fn lease(
     };
     state.job_changed(&rec);
     tracing::info!(job = %rec.job.job_ref, agent = %req.agent, "job leased");
-    let lease = Lease { lease_id, job: rec.job, lease_ms, server_url: server_url(&state, &headers) };
+    let lease =
+        Lease { lease_id, job: rec.job, lease_ms, server_url: server_url(&state, &headers), finish_with_logs: true };
     Ok(Json(lease).into_response())
 }
 
@@ -155,22 +158,35 @@ async fn logs(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends the job: appends the log lines that came with the finish, then
+/// records the outcome. The empty output needs no commit: its manifest is
+/// stored here when it is not yet.
 async fn finish(
     State(state): State<AppState>,
     caller: Caller,
     Path(lease_id): Path<String>,
-    Json(req): Json<Finish>,
+    Json(FinishWithLogs { finish: req, logs }): Json<FinishWithLogs>,
 ) -> ApiResult<Json<Job>> {
     caller.require_agent()?;
+    if !logs.is_empty() {
+        let id = state.meta.append_logs(&lease_id, &logs).await?;
+        state.job_events.wake(&id);
+    }
     let _hold = state.grace.hold().await;
     let mut output_bytes = 0;
     if let Some(out) = req.output {
-        if !state.store.has_manifest(out).await? {
-            return Err(ApiError::invalid(format!(
-                "the output manifest {out} is not committed: upload its chunks and commit it, then finish again"
-            )));
+        if out == Manifest::empty_id() {
+            if !state.store.has_manifest(out).await? {
+                store_manifest(&state, &Manifest::new(Vec::new())).await?;
+            }
+        } else {
+            if !state.store.has_manifest(out).await? {
+                return Err(ApiError::invalid(format!(
+                    "the output manifest {out} is not committed: upload its chunks and commit it, then finish again"
+                )));
+            }
+            output_bytes = load_manifest(&state, out).await?.total_size();
         }
-        output_bytes = load_manifest(&state, out).await?.total_size();
     }
     let finish = FinishJob {
         outcome: req.outcome,

@@ -6,7 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, assert_invalid, error, job};
-use podder_core::api::{Finish, HeartbeatReply, Job, LogBatch, LogLine, LogUpload, StateUpdate, Stream};
+use podder_core::api::{
+    Finish, FinishWithLogs, HeartbeatReply, Job, LogBatch, LogLine, LogUpload, StateUpdate, Stream,
+};
 use podder_core::{JobState, Manifest, Outcome};
 use reqwest::StatusCode;
 
@@ -311,4 +313,43 @@ async fn an_abandoned_lease_poll_takes_no_job() {
     assert_eq!(get_job(&ts, &alice, "alice/mnist/1").await.state, JobState::Queued);
     let lease = ts.lease(&ts.admin, "default", 0).await.expect("the job is still there for a live agent");
     assert_eq!(lease.job.job_ref.number, 1);
+}
+
+/// A finish may carry the job's last log lines (appended before the job
+/// ends, idempotently) and the empty output without a commit.
+#[tokio::test]
+async fn a_finish_carries_the_last_lines_and_the_empty_output() {
+    let ts = TestServer::start().await;
+    let alice = ts.token("alice").await;
+    let agent = ts.admin.clone();
+    ts.create_project(&alice, "mnist").await;
+    let code = ts.code(&alice).await;
+    ts.submit(&alice, "alice", "mnist", &job(code)).await;
+    let lease = ts.lease(&agent, "default", 0).await.expect("a queued job");
+    assert!(lease.finish_with_logs);
+    let lid = lease.lease_id.as_str();
+    // Straight from assigned to running: `preparing` is optional.
+    assert_eq!(set_state(&ts, &agent, lid, JobState::Running).await, StatusCode::NO_CONTENT);
+    assert_eq!(upload_logs(&ts, &agent, lid, vec![line(0, "first")]).await, StatusCode::NO_CONTENT);
+    let empty = Manifest::empty_id();
+    let f = FinishWithLogs {
+        finish: Finish {
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            output: Some(empty),
+            reason: None,
+            build: None,
+        },
+        logs: vec![line(0, "dup"), line(1, "the job ended"), line(2, "output: 0 files")],
+    };
+    let r = ts.post(&agent, &format!("/agent/leases/{lid}/finish")).json(&f).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Job = r.json().await.unwrap();
+    assert_eq!((done.state, done.output), (JobState::Succeeded, Some(empty)));
+    let batch = logs(&ts, &alice, "alice/mnist/1", "from=0").await;
+    let texts: Vec<&str> = batch.lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["first", "the job ended", "output: 0 files"]);
+    assert!(batch.done);
+    let r = ts.get(&alice, &format!("/manifests/{empty}")).send().await.unwrap();
+    assert!(r.json::<Manifest>().await.unwrap().entries.is_empty(), "the owner reads the empty output");
 }

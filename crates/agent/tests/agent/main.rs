@@ -137,7 +137,13 @@ fn lease(s: &Setup, n: u64, command: &[&str], inputs: bool) -> Lease {
         gpus: vec![],
         build_result: None,
     };
-    Lease { lease_id: format!("L{n}"), job, lease_ms: 3000, server_url: Some("http://podder.test:8600".into()) }
+    Lease {
+        lease_id: format!("L{n}"),
+        job,
+        lease_ms: 3000,
+        server_url: Some("http://podder.test:8600".into()),
+        finish_with_logs: true,
+    }
 }
 
 fn stdout(r: &LeaseRecord) -> Vec<String> {

@@ -125,7 +125,8 @@ async fn pause(ctx: &Ctx, name: &str, project: Option<&str>, paused: bool) -> Re
 
 /// `NAME/N` → (name, number).
 pub fn parse_run(s: &str) -> Result<(Name, u64)> {
-    let (name, n) = s.rsplit_once('/').ok_or_else(|| anyhow!("'{s}' is not a run: write PIPELINE/N, e.g. nightly/3"))?;
+    let (name, n) =
+        s.rsplit_once('/').ok_or_else(|| anyhow!("'{s}' is not a run: write PIPELINE/N, e.g. nightly/3"))?;
     let n: u64 = n.parse().map_err(|_| anyhow!("'{s}' is not a run: N must be a number, e.g. nightly/3"))?;
     if n == 0 {
         bail!("runs are numbered from 1");

@@ -42,7 +42,14 @@ pub async fn retry(
     after_start(ctx, &owner, &project, run, follow, json).await
 }
 
-async fn after_start(ctx: &Ctx, owner: &Name, project: &Name, run: PipelineRun, follow: bool, json: bool) -> Result<i32> {
+async fn after_start(
+    ctx: &Ctx,
+    owner: &Name,
+    project: &Name,
+    run: PipelineRun,
+    follow: bool,
+    json: bool,
+) -> Result<i32> {
     if !follow {
         if json {
             display::json(&run)?;
