@@ -71,7 +71,7 @@ async fn lease(
     caller.require_agent()?;
     check_agent(&req.agent)?;
     check_queue(&req.queue)?;
-    state.meta.agent_seen(&req.agent, &req.queue, &req.inventory, now_ms()).await?;
+    state.agent_seen(&req.agent, &req.queue, &req.inventory).await?;
     let notify = state.queues.subscribe(&req.queue);
     let deadline = state.deadline(req.wait_ms, LEASE_WAIT_MAX_MS);
     let lease_ms = state.config.lease_ms;

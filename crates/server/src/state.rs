@@ -3,10 +3,12 @@
 //! memory and lock, the pipeline scheduler and its clock, and the counters
 //! of `/admin/stats`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use podder_core::Inventory;
 use podder_core::api::Stats;
 use podder_meta::{JobId, JobRecord, MetaStore};
 use podder_store::BlobStore;
@@ -44,7 +46,21 @@ pub struct Inner {
     pub scheduler: Scheduler,
     /// The clock of schedules, retry delays and runs (a manual one in tests).
     pub clock: Arc<dyn Clock>,
+    /// What this server last wrote to each agent's row (queue, inventory,
+    /// when), so that lease requests skip an unchanged, recent write.
+    pub agents_seen: Mutex<HashMap<String, SeenAgent>>,
 }
+
+/// An agent's row as this server last wrote it.
+pub struct SeenAgent {
+    pub queue: String,
+    pub inventory: Inventory,
+    pub written_ms: i64,
+}
+
+/// How long a written `last_seen` is kept before a lease request writes it
+/// again: far below the minutes the "agent seen recently" checks allow.
+pub const AGENT_SEEN_REFRESH_MS: i64 = 5_000;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -70,11 +86,29 @@ impl AppState {
             job_events: Waiters::new(),
             job_control: Waiters::new(),
             shutdown: watch::channel(false).0,
+            agents_seen: Mutex::new(HashMap::new()),
         }))
     }
 }
 
 impl AppState {
+    /// Records that `agent` asked for work: writes its row unless this server
+    /// wrote the same queue and inventory less than
+    /// [`AGENT_SEEN_REFRESH_MS`] ago.
+    pub async fn agent_seen(&self, agent: &str, queue: &str, inventory: &Inventory) -> podder_meta::Result<()> {
+        let now = now_ms();
+        let fresh = |s: &SeenAgent| {
+            s.queue == queue && s.inventory == *inventory && (0..AGENT_SEEN_REFRESH_MS).contains(&(now - s.written_ms))
+        };
+        if self.agents_seen.lock().expect("agents_seen lock").get(agent).is_some_and(fresh) {
+            return Ok(());
+        }
+        self.meta.agent_seen(agent, queue, inventory, now).await?;
+        let seen = SeenAgent { queue: queue.to_owned(), inventory: inventory.clone(), written_ms: now };
+        self.agents_seen.lock().expect("agents_seen lock").insert(agent.to_owned(), seen);
+        Ok(())
+    }
+
     /// A job changed state (or got a stop request): wake whoever watches it,
     /// and the agents of its queue when it is queued again or has ended (an
     /// ended job frees its GPUs, so a waiting job may fit now). An ended

@@ -45,7 +45,8 @@ pub(super) async fn claim_job(s: &SqliteStore, claim: &Claim) -> Result<Option<J
     // sees the GPUs as free in between (PostgreSQL: lock the agent's row
     // first, and add FOR UPDATE SKIP LOCKED to the candidate query).
     let mut tx = s.writer.begin().await?;
-    let held = held_gpus(&mut tx, &claim.agent).await?;
+    // An agent without GPUs holds none: no need to ask.
+    let held = if inv.gpus.is_empty() { Default::default() } else { held_gpus(&mut tx, &claim.agent).await? };
     let free = inv.gpus.iter().filter(|g| !held.contains(&g.index)).count();
     let docker = inv.executor == Some(ExecutorKind::Docker);
     let candidates = sqlx::query(
