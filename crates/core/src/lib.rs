@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod digest;
+pub mod duration;
 pub mod env;
 pub mod error;
 pub mod job;

@@ -10,6 +10,7 @@
 pub mod cron;
 pub mod dag;
 pub mod spec;
+mod validate;
 
 pub use dag::{Action, InputSource, ResolvedInput, RunOutcome, RunState, StepRun, StepState, Verdict};
 pub use spec::{Known, NoTasks, PipelineSpec, Problems, Schedule, StepInput, StepSpec, TriggerRule};

@@ -37,17 +37,12 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// `90`, `90s`, `10m`, `2h` → seconds.
+/// `90`, `90s`, `10m`, `2h`, `1h30m` → seconds, for `--timeout` (not 0).
 pub fn parse_duration(s: &str) -> Result<u64> {
-    let (num, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1),
-        Some('m') => (&s[..s.len() - 1], 60),
-        Some('h') => (&s[..s.len() - 1], 3600),
-        _ => (s, 1),
-    };
-    match num.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * mult),
-        _ => bail!("--timeout '{s}' is not a duration: write 90, 90s, 10m or 2h"),
+    match podder_core::duration::parse_duration(s) {
+        Ok(0) => bail!("--timeout '{s}' is zero: give how long the job may run, e.g. 90s, 10m or 2h"),
+        Ok(n) => Ok(n),
+        Err(e) => bail!("--timeout {e}"),
     }
 }
 
