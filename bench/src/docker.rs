@@ -11,41 +11,16 @@
 //! (defaults: 20, podder-test/python:3.11 from scripts/test-images.sh, `six`;
 //! give `-` as REQUIREMENT for an empty requirement set when PyPI is unreachable).
 
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use podder_agent::{AgentConfig, SandboxMode};
+use common::{Embedded, agent_config, pct};
 use podder_client::Client;
-use podder_client::transfer::{NoProgress, upload_tree};
 use podder_core::api::{CreateEnv, SubmitJob};
 use podder_core::{ExecutorKind, JobState, Name};
-use podder_server::{Server, ServerConfig};
-use podder_store::scan::{ScanOptions, scan_tree};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn agent(name: &str, queue: &str, executor: ExecutorKind, work: std::path::PathBuf, image: &str) -> AgentConfig {
-    AgentConfig {
-        name: name.into(),
-        queue: queue.into(),
-        slots: 1,
-        work_dir: work,
-        hide_paths: vec![],
-        sandbox: SandboxMode::Auto,
-        stop_grace: Duration::from_secs(5),
-        lease_wait_ms: 30_000,
-        cache_bytes: None,
-        executor,
-        gpus: vec![],
-        docker_user: "1000:1000".into(),
-        default_image: image.into(),
-        memory_bytes: None,
-        venv_python: None,
-    }
-}
 
 /// Submits, waits for the end; answers (submit→running, submit→finished) in ms.
 async fn run_one(client: &Client, me: &Name, submit: &SubmitJob) -> Result<(f64, f64)> {
@@ -64,32 +39,14 @@ async fn main() -> Result<()> {
     let jobs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let image = std::env::args().nth(2).unwrap_or_else(|| "podder-test/python:3.11".into());
     let requirement = std::env::args().nth(3).unwrap_or_else(|| "six".into());
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server =
-        Server::open(ServerConfig { public_url: Some(url.clone()), ..ServerConfig::new(data.clone()) }).await?;
-    let token = server.ensure_admin("bench").await?.expect("fresh data dir");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let srv = tokio::spawn(server.clone().serve(listener, stop(rx.clone())));
-    let client = Client::new(&url, &token)?;
-    let d = agent("docker", "default", ExecutorKind::Docker, tmp.path().join("d"), &image);
-    let p = agent("process", "proc", ExecutorKind::Process, tmp.path().join("p"), &image);
-    let a1 = tokio::spawn(podder_agent::run_agent(client.clone(), d, stop(rx.clone())));
-    let a2 = tokio::spawn(podder_agent::run_agent(client.clone(), p, stop(rx)));
+    let mut e = Embedded::start().await?;
+    let work = e.tmp.path().to_path_buf();
+    e.add_agent(agent_config("docker", "default", ExecutorKind::Docker, work.join("d"), &image));
+    e.add_agent(agent_config("process", "proc", ExecutorKind::Process, work.join("p"), &image));
     tokio::time::sleep(Duration::from_millis(500)).await; // let both agents register
-
+    let client = e.client.clone();
     let me = client.whoami().await?.owner;
-    client.create_project(&"bench".parse()?, "").await?;
-    let code = tmp.path().join("code");
-    std::fs::create_dir_all(&code)?;
-    std::fs::write(code.join("main.py"), "print('hi')\n")?;
-    let tree = scan_tree(&code, &ScanOptions { respect_ignore: true, max_bytes: None, threads: 1 })?;
-    let manifest = upload_tree(&client, &tree, &NoProgress).await?.manifest;
+    let manifest = Some(e.bench_project().await?);
 
     // 1. Docker jobs against bare `docker run`.
     let submit = SubmitJob { code: manifest, command: vec!["true".into()], ..Default::default() };
@@ -136,8 +93,7 @@ async fn main() -> Result<()> {
     for _ in 0..5 {
         cached.push(run_one(&client, &me, &py).await?.0);
     }
-    let _ = tx.send(true);
-    let _ = tokio::join!(a1, a2, srv);
+    e.shutdown().await;
 
     let (r50, r95) = (pct(&mut running, 0.5), pct(&mut running, 0.95));
     let e50 = pct(&mut e2e, 0.5);

@@ -11,20 +11,16 @@
 //!
 //! Run: `cargo run --release -p podder-bench --bin bench-jobs [-- JOBS]`
 
-use std::time::{Duration, Instant};
+#[path = "common.rs"]
+mod common;
+
+use std::time::Instant;
 
 use anyhow::Result;
-use podder_agent::{AgentConfig, SandboxMode};
+use common::{Embedded, agent_config, pct};
 use podder_client::Client;
-use podder_client::transfer::{NoProgress, upload_tree};
+use podder_core::ExecutorKind;
 use podder_core::api::SubmitJob;
-use podder_server::{Server, ServerConfig};
-use podder_store::scan::{ScanOptions, scan_tree};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn spawn_floor(args: &[&str], n: usize) -> Vec<f64> {
     (0..n)
@@ -40,47 +36,13 @@ fn spawn_floor(args: &[&str], n: usize) -> Vec<f64> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let jobs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server =
-        Server::open(ServerConfig { public_url: Some(url.clone()), ..ServerConfig::new(data.clone()) }).await?;
-    let token = server.ensure_admin("bench").await?.expect("fresh data dir");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let srv = tokio::spawn(server.clone().serve(listener, stop(rx.clone())));
+    let mut e = Embedded::start().await?;
     let bwrap = std::process::Command::new("bwrap").arg("--version").output().is_ok();
-    let agent_cfg = AgentConfig {
-        name: "bench".into(),
-        queue: "default".into(),
-        slots: 1,
-        work_dir: tmp.path().join("agent"),
-        hide_paths: vec![data.clone()],
-        sandbox: SandboxMode::Auto,
-        stop_grace: Duration::from_secs(5),
-        lease_wait_ms: 30_000,
-        cache_bytes: None,
-        executor: podder_core::ExecutorKind::Process,
-        gpus: vec![],
-        docker_user: "1000:1000".into(),
-        default_image: "python:3.11-slim".into(),
-        memory_bytes: None,
-        venv_python: None,
-    };
-    let client = Client::new(&url, &token)?;
-    let agent = tokio::spawn(podder_agent::run_agent(client.clone(), agent_cfg, stop(rx)));
-
+    let agent = agent_config("bench", "default", ExecutorKind::Process, e.tmp.path().join("agent"), "python:3.11-slim");
+    e.add_agent(agent);
+    let client = e.client.clone();
     let me = client.whoami().await?.owner;
-    let project = "bench".parse()?;
-    client.create_project(&project, "").await?;
-    let code = tmp.path().join("code");
-    std::fs::create_dir_all(&code)?;
-    std::fs::write(code.join("main.py"), "print('hi')\n")?;
-    let tree = scan_tree(&code, &ScanOptions { respect_ignore: true, max_bytes: None, threads: 1 })?;
-    let manifest = upload_tree(&client, &tree, &NoProgress).await?.manifest;
+    let manifest = Some(e.bench_project().await?);
     let submit = SubmitJob { code: manifest, command: vec!["true".into()], ..Default::default() };
 
     let run_one = |client: Client, me: podder_core::Name| {
@@ -111,9 +73,7 @@ async fn main() -> Result<()> {
         running.push(r);
         e2e.push(e);
     }
-    let _ = tx.send(true);
-    let _ = agent.await;
-    let _ = srv.await;
+    e.shutdown().await;
 
     let mut bare = spawn_floor(&["true"], 50);
     let mut sandboxed = if bwrap {
