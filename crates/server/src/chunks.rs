@@ -4,9 +4,9 @@
 //! Bodies are read and written frame by frame (see
 //! `podder_core::api::frames`), never buffered whole. A frame larger than
 //! `max_chunk_bytes` is refused (413); a chunk that does not fit on the disk
-//! answers 507 and leaves nothing behind (the store writes a temp file and
-//! renames it). Storing a chunk holds the garbage collector's shared lock
-//! and remembers the chunk for the grace window (see `grace`).
+//! answers 507 and leaves nothing behind (the pack store cuts a failed
+//! record off its pack). Storing a chunk holds the garbage collector's
+//! shared lock and remembers the chunk for the grace window (see `grace`).
 
 use std::io;
 use std::sync::Arc;

@@ -9,8 +9,12 @@
 //!
 //! **Sweep.** Stored manifests that did not survive are deleted first, then
 //! the chunks that did not survive — in that order, so a crash half-way
-//! never leaves a manifest naming a deleted chunk. A dry run deletes nothing
-//! and reports exactly what a real run would have freed at that moment.
+//! never leaves a manifest naming a deleted chunk. Then the store compacts
+//! (`BlobStore::compact`: the pack store rewrites the packs that held the
+//! deleted chunks; until then their space is not given back, and a restart
+//! brings them back for the next collection to find). A dry run deletes
+//! nothing and reports exactly what a real run would have freed at that
+//! moment; `bytes_freed` is the stored size of the freed chunks.
 //!
 //! **Uploads in flight** are safe by the rules in `grace`: the collection
 //! holds the exclusive side of the lock that every upload step and every
@@ -109,6 +113,17 @@ pub async fn collect(state: &AppState, dry_run: bool) -> ApiResult<GcReport> {
             .buffer_unordered(PARALLEL)
             .try_collect::<()>()
             .await?;
+        // Deleted chunks give their space back only now (the pack store
+        // rewrites the packs that hold them), and a delete that is not
+        // compacted is undone by a restart. Still under the exclusive lock,
+        // so no upload writes meanwhile.
+        let compacted = state.store.compact().await?;
+        tracing::info!(
+            packs_rewritten = compacted.packs_rewritten,
+            packs_written = compacted.packs_written,
+            bytes_reclaimed = compacted.bytes_reclaimed,
+            "object store compacted"
+        );
     }
     Ok(GcReport {
         dry_run,

@@ -46,7 +46,7 @@ use anyhow::Context;
 use axum::Router;
 use podder_core::Name;
 use podder_meta::{MetaStore, SqliteStore, TokenHash};
-use podder_store::{BlobStore, LocalStore};
+use podder_store::{BlobStore, PackStore};
 
 use state::{AppState, now_ms};
 
@@ -121,12 +121,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens (creating if needed) `data_dir/meta.db` and `data_dir/objects/`.
+    /// Opens (creating if needed) `data_dir/meta.db` and `data_dir/objects/`
+    /// (a [`PackStore`], locked against a second server on the directory).
     pub async fn open(config: ServerConfig) -> anyhow::Result<Server> {
         config.check()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let store = LocalStore::open(dir.join("objects"))
+        let objects = dir.join("objects");
+        // Opening loads the pack indexes (and recovers packs a crash left
+        // unsealed): file work, off the async threads.
+        let store = tokio::task::spawn_blocking(move || PackStore::open(objects))
+            .await
+            .context("opening the object store panicked")?
             .with_context(|| format!("cannot open the object store in {}", dir.display()))?;
         let meta = SqliteStore::open(&dir.join("meta.db"))
             .await

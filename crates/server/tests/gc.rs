@@ -205,3 +205,63 @@ async fn collections_racing_uploads_never_break_an_upload() {
     let report = gc(&ts, false).await;
     assert_eq!((report.chunks_freed, report.chunks_kept), (0, 32), "the store holds exactly the versions");
 }
+
+/// The bytes of the object store's pack files.
+fn pack_bytes(data_dir: &std::path::Path) -> u64 {
+    let packs = std::fs::read_dir(data_dir.join("objects").join("packs")).unwrap();
+    let packs = packs.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "pack"));
+    packs.map(|p| std::fs::metadata(p).unwrap().len()).sum()
+}
+
+#[tokio::test]
+async fn freed_chunks_give_their_space_back_and_stay_freed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        podder_server::ServerConfig { gc_grace: Duration::ZERO, ..podder_server::ServerConfig::new(dir.path()) };
+    let mut ts = TestServer::open(config.clone(), None, None).await;
+    let alice = ts.token("alice").await;
+    ts.create_dataset(&alice, "d").await;
+    // 64 KiB each that zstd cannot shrink.
+    let datas: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| {
+            let mut out = vec![0u8; 64 * 1024];
+            blake3::Hasher::new().update(&i.to_le_bytes()).finalize_xof().fill(&mut out);
+            out
+        })
+        .collect();
+    let ids = ts.upload(&alice, &datas.iter().map(|d| d.as_slice()).collect::<Vec<_>>()).await;
+    let kept = tree(&ts, &alice, &ids[..10]).await;
+    ts.version(&alice, "alice", "d", kept).await;
+
+    let before = pack_bytes(dir.path());
+    let report = gc(&ts, false).await;
+    assert_eq!((report.chunks_freed, report.chunks_kept), (30, 10));
+    assert_eq!(report.bytes_freed, 30 * 64 * 1024, "the stored size of the freed chunks");
+    let after = pack_bytes(dir.path());
+    let header = podder_store::pack::RECORD_HEADER as u64;
+    assert_eq!(before - after, report.bytes_freed + 30 * header, "the freed records left the disk");
+    assert_eq!(after, 10 * (64 * 1024 + header));
+
+    // A restart neither brings the freed chunks back nor loses the kept ones.
+    ts.shutdown().await;
+    let admin = ts.admin.clone();
+    drop(ts);
+    let ts = TestServer::open(config, Some(admin), None).await;
+    let want: BTreeSet<ChunkId> = ids[10..].iter().copied().collect();
+    assert_eq!(missing(&ts, &alice, &ids).await, want);
+    let again = gc(&ts, false).await;
+    assert_eq!((again.chunks_freed, again.chunks_kept), (0, 10));
+    let r = ts.post(&alice, "/chunks/fetch").json(&ChunkList { chunks: ids[..10].to_vec() }).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.bytes().await.unwrap();
+    let mut at = 0;
+    for data in &datas[..10] {
+        let header: &[u8; podder_core::api::frames::HEADER] =
+            body[at..at + podder_core::api::frames::HEADER].try_into().unwrap();
+        let (id, len) = podder_core::api::frames::parse_header(header);
+        at += podder_core::api::frames::HEADER;
+        assert_eq!((id, &body[at..at + len]), (ChunkId::of(data), data.as_slice()));
+        at += len;
+    }
+    assert_eq!(at, body.len());
+}

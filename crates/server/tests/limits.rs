@@ -10,6 +10,8 @@ use std::time::Duration;
 use common::{TestServer, assert_error};
 use podder_core::api::{DatasetVersion, frames};
 use podder_core::{ChunkId, Entry, EntryKind, Manifest};
+use podder_store::PackStore;
+use podder_store::pack::RECORD_HEADER;
 use reqwest::StatusCode;
 
 fn file(path: &str, id: ChunkId) -> Entry {
@@ -88,6 +90,10 @@ fn noise(i: u32) -> Vec<u8> {
     out
 }
 
+fn pack_files(objects: &Path) -> Vec<PathBuf> {
+    files_under(&objects.join("packs")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).collect()
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -138,10 +144,13 @@ async fn a_full_disk_answers_507_keeps_nothing_half_written_and_recovers() {
     assert!(!e.error.contains(mnt.to_str().unwrap()), "server paths stay on the server: {}", e.error);
     let objects = data_dir.join("objects");
     assert!(files_under(&objects.join("tmp")).is_empty(), "no temp file is left");
-    let stored = files_under(&objects.join("chunks"));
-    assert_eq!(stored.len(), sent.len() - 1, "every chunk but the failed one is stored, whole");
+    assert!(files_under(&objects.join("chunks")).is_empty(), "chunks go to packs, not one file each");
+    // The packs hold exactly the whole records of the chunks that fit: the
+    // failed one was cut off its pack (random data is stored raw).
+    let record = (RECORD_HEADER + (1 << 20)) as u64;
+    let packs: u64 = pack_files(&objects).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(packs, (sent.len() as u64 - 1) * record, "every chunk but the failed one is stored, whole");
     let failed = *sent.last().unwrap();
-    assert!(!stored.iter().any(|p| p.ends_with(failed.to_hex())), "the failed chunk left no file");
     let r = ts.get(&alice, "/datasets/alice/big/versions").send().await.unwrap();
     assert!(r.json::<Vec<DatasetVersion>>().await.unwrap().is_empty(), "no version was created");
 
@@ -168,5 +177,16 @@ async fn a_full_disk_answers_507_keeps_nothing_half_written_and_recovers() {
 
     ts.shutdown().await;
     drop(ts);
+    // Reopened, the store finds every chunk, and no partial record.
+    let store = PackStore::open(&objects).unwrap();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(store.list_chunks_sync().unwrap(), want);
+    for (id, data) in sent.iter().zip(&datas) {
+        assert_eq!(&store.get_chunk_sync(*id).unwrap(), data);
+    }
+    let packs: u64 = pack_files(&objects).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(packs, sent.len() as u64 * record);
+    drop(store);
     drop(fs);
 }

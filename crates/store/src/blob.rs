@@ -59,6 +59,27 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn chunk_size(&self, id: ChunkId) -> Result<u64, StoreError> {
         Ok(self.get_chunk(id).await?.len() as u64)
     }
+    /// Gives the space of deleted chunks back to the file system, where the
+    /// backend does not do so at delete (the pack store rewrites the packs
+    /// that hold deleted records). Like deletes, it must not race writers
+    /// that the caller cares about: the server runs it at the end of a
+    /// garbage collection, under its exclusive lock. The default does
+    /// nothing.
+    async fn compact(&self) -> Result<CompactReport, StoreError> {
+        Ok(CompactReport::default())
+    }
+}
+
+/// What a [`BlobStore::compact`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Files (packs) rewritten without their dead records, or removed when
+    /// nothing in them was alive.
+    pub packs_rewritten: u64,
+    /// Files written in their place.
+    pub packs_written: u64,
+    /// Bytes the store's files shrank by.
+    pub bytes_reclaimed: u64,
 }
 
 /// Checks that chunk bytes hash to their id.

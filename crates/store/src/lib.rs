@@ -4,9 +4,11 @@
 //! BLAKE3 hash of its bytes and stored zstd-compressed where that pays
 //! (raw otherwise: see [`local`]). Manifests (see
 //! `podder_core::manifest`) are stored by their id. This crate owns the
-//! storage backends (the [`BlobStore`] trait: a local directory and an
-//! in-memory one; S3 comes later), chunking and tree scanning on the client
-//! side, and materializing a manifest back into a directory.
+//! storage backends (the [`BlobStore`] trait: the server's pack files
+//! ([`pack`]), a directory of one file per object ([`local`]: the agent's
+//! and the CLI's caches, shared by processes) and an in-memory one; S3 comes
+//! later), chunking and tree scanning on the client side, and materializing
+//! a manifest back into a directory.
 //!
 //! It must not know about HTTP, jobs or the metadata database.
 
@@ -15,15 +17,17 @@ pub mod chunker;
 pub mod local;
 pub mod materialize;
 pub mod memory;
+pub mod pack;
 pub mod scan;
 pub mod statcache;
 
 #[cfg(test)]
 mod suite;
 
-pub use blob::{BlobStore, StoreError};
+pub use blob::{BlobStore, CompactReport, StoreError};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use pack::{PackOptions, PackStore};
 
 /// Runs CPU or blocking file work on tokio's blocking pool. A panic in `f`
 /// resumes on the caller; a cancelled task becomes an I/O error.

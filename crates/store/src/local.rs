@@ -143,15 +143,15 @@ impl LocalStore {
         exists(&self.chunk_path(&id))
     }
 
-    fn delete_chunk_sync(&self, id: ChunkId) -> Result<(), StoreError> {
+    pub(crate) fn delete_chunk_sync(&self, id: ChunkId) -> Result<(), StoreError> {
         remove(&self.chunk_path(&id))
     }
 
-    fn list_chunks_sync(&self) -> Result<Vec<ChunkId>, StoreError> {
+    pub(crate) fn list_chunks_sync(&self) -> Result<Vec<ChunkId>, StoreError> {
         list_ids(&self.dirs.chunks)
     }
 
-    fn chunk_size_sync(&self, id: ChunkId) -> Result<u64, StoreError> {
+    pub(crate) fn chunk_size_sync(&self, id: ChunkId) -> Result<u64, StoreError> {
         let path = self.chunk_path(&id);
         match fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.len()),
@@ -269,8 +269,9 @@ fn write_parts(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
 /// is. Compressing random bytes costs as much as writing them and saves
 /// nothing, so a larger chunk is first probed: two small samples (start and
 /// middle) are compressed, and only if they shrink is the whole chunk. A
-/// result that is not at least 1/32 smaller is not kept either.
-fn compress(data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+/// result that is not at least 1/32 smaller is not kept either. Shared by
+/// both disk backends ([`crate::pack`] stores what it returns in its records).
+pub(crate) fn compress(data: &[u8]) -> io::Result<Option<Vec<u8>>> {
     // One compression context per thread: creating one per chunk showed up
     // in profiles of large uploads.
     thread_local! {
