@@ -181,10 +181,31 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
     let mut cmd = sandbox::command(&plan);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let parent = rustix::process::getpid();
+    // Under bubblewrap, the write end of a pipe becomes the child's
+    // `INFO_FD`, on which bwrap names its sandbox's init (see `SandboxInit`).
+    // It is kept above the standard descriptors so that the dup2 below never
+    // lands on itself (which would leave it close-on-exec).
+    let info = match plan.sandbox.is_sandboxed() {
+        true => {
+            let (r, w) = std::io::pipe()?;
+            let w = rustix::io::fcntl_dupfd_cloexec(std::os::fd::OwnedFd::from(w), 10)?;
+            Some((r, w))
+        }
+        false => None,
+    };
+    let info_w = info.as_ref().map(|(_, w)| std::os::fd::AsRawFd::as_raw_fd(w));
     // SAFETY: the closure only makes async-signal-safe system calls
-    // (prctl, getppid) between fork and exec.
+    // (dup2, prctl, getppid) between fork and exec, and touches no memory
+    // but its captured integers.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(w) = info_w {
+                let src = std::os::fd::BorrowedFd::borrow_raw(w);
+                let mut target = std::mem::ManuallyDrop::new(
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sandbox::INFO_FD),
+                );
+                rustix::io::dup2(src, &mut target)?;
+            }
             set_parent_process_death_signal(Some(Signal::KILL))?;
             // The agent may have died before the signal was armed.
             if getppid() != Some(parent) {
@@ -194,6 +215,10 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
         });
     }
     let mut child = cmd.spawn()?;
+    let init = info.map(|(r, w)| {
+        drop(w);
+        SandboxInit::read(r)
+    });
     let pid = child.id().ok_or_else(|| std::io::Error::other("the job's process ended before it started"))?;
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -204,8 +229,14 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
     }
     let (requests, req_rx) = watch::channel(Request::Run);
     let (done_tx, done) = watch::channel(None);
-    let sup =
-        Supervisor { pid, sandboxed: plan.sandbox.is_sandboxed(), timeout: plan.timeout, grace: plan.stop_grace, log };
+    let sup = Supervisor {
+        pid,
+        sandboxed: plan.sandbox.is_sandboxed(),
+        timeout: plan.timeout,
+        grace: plan.stop_grace,
+        log,
+        init,
+    };
     tokio::spawn(async move {
         let info = sup.run(child, req_rx, readers).await;
         let _ = done_tx.send(Some(info));
@@ -219,11 +250,74 @@ struct Supervisor {
     timeout: Option<Duration>,
     grace: Duration,
     log: LogSink,
+    /// Under bubblewrap: the sandbox's init, once bwrap has named it.
+    init: Option<tokio::sync::oneshot::Receiver<Option<SandboxInit>>>,
+}
+
+/// The init process of a bubblewrap sandbox (pid 1 of its pid namespace),
+/// as bwrap reports it on `--info-fd`, with a pidfd on it. Every process of
+/// the job lives in that namespace, and the kernel kills them all when the
+/// init dies, and the init is dead only once they all are: so waiting for the
+/// init alone (its pidfd becomes readable) waits for the whole job, without
+/// scanning `/proc` for the group's members.
+struct SandboxInit {
+    pid: u32,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl SandboxInit {
+    /// Reads bwrap's report on a blocking thread (bwrap writes it once the
+    /// sandbox is set up; a bwrap that fails earlier closes the pipe).
+    fn read(r: std::io::PipeReader) -> tokio::sync::oneshot::Receiver<Option<SandboxInit>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Self::read_blocking(r));
+        });
+        rx
+    }
+
+    fn read_blocking(mut r: std::io::PipeReader) -> Option<SandboxInit> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        // `{"child-pid": N}`: read up to its closing brace (the job may hold
+        // the pipe's write end open, so an end of file may never come).
+        while !buf.contains(&b'}') && buf.len() < 4096 {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf.iter().position(|b| *b == b'}')?;
+        let v: serde_json::Value = serde_json::from_slice(&buf[..=end]).ok()?;
+        let pid = u32::try_from(v.get("child-pid")?.as_u64()?).ok()?;
+        let p = rustix::process::Pid::from_raw(pid as i32)?;
+        let pidfd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok()?;
+        Some(SandboxInit { pid, pidfd })
+    }
+
+    /// Waits until the init (and with it every process of the sandbox) has
+    /// exited.
+    async fn exited(self) {
+        // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and open as long as it.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(self.pidfd, tokio::io::Interest::READABLE) };
+        match fd {
+            Ok(fd) => {
+                let _ = fd.readable().await;
+            }
+            Err(_) => {
+                let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                while !gone(self.pid) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
 }
 
 impl Supervisor {
     async fn run(
-        self,
+        mut self,
         mut child: Child,
         mut req: watch::Receiver<Request>,
         readers: Vec<JoinHandle<()>>,
@@ -271,22 +365,36 @@ impl Supervisor {
         // wait (briefly) until the kernel has taken every one of them down.
         // Usually nothing is left at all, which one signal tells; under
         // bubblewrap the sandbox's init is often still exiting (the outer
-        // bwrap exits as soon as it knows the job's status), which takes
-        // about a millisecond: look again soon, then less often.
-        let until = Instant::now() + DRAIN_TIMEOUT;
+        // bwrap exits as soon as it knows the job's status, and the init's
+        // exit tears the sandbox's namespaces down, which takes about a
+        // millisecond). Once the group was killed no process joins it: only
+        // those found now are waited for, each through a pidfd, which is
+        // readable the moment its process has exited.
+        let exited = Instant::now();
+        let until = exited + DRAIN_TIMEOUT;
         signals::kill(self.pid);
-        if signals::group_exists(self.pid) {
-            // Once the group was killed no process joins it: only those
-            // found now need watching.
-            let mut left = signals::group_members(self.pid);
-            let mut pause = Duration::from_millis(1);
-            while !left.is_empty() && Instant::now() < until {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(10));
-                signals::kill(self.pid);
-                left.retain(|p| signals::in_group(*p, self.pid));
+        let init = match self.init.take() {
+            Some(rx) => tokio::time::timeout_at(until, rx).await.ok().and_then(Result::ok).flatten(),
+            None => None,
+        };
+        if let Some(init) = init {
+            // The outer bwrap (reaped above) and the sandbox were the group.
+            if tokio::time::timeout_at(until, init.exited()).await.is_err() {
+                tracing::warn!(pid = self.pid, "the job's sandbox was still exiting after the drain timeout");
+            }
+        } else if signals::group_exists(self.pid) {
+            let left = signals::group_members(self.pid);
+            let waits: Vec<_> = left.into_iter().filter_map(|pid| signals::exit_of(pid, self.pid)).collect();
+            let all = async {
+                for w in waits {
+                    w.await;
+                }
+            };
+            if tokio::time::timeout_at(until, all).await.is_err() {
+                tracing::warn!(pid = self.pid, "the job's processes were still exiting after the drain timeout");
             }
         }
+        let group_gone = exited.elapsed();
         for r in readers {
             let abort = r.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, r).await.is_err() {
@@ -294,6 +402,7 @@ impl Supervisor {
                 abort.abort();
             }
         }
+        tracing::debug!(pid = self.pid, group_gone = ?group_gone, drained = ?exited.elapsed(), "the job's processes are gone");
         match status {
             Ok(st) => match (st.code(), st.signal()) {
                 (Some(code), _) => ExitStatusInfo { code, signal: None, ending },

@@ -144,8 +144,13 @@ pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(plain) { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
+/// The descriptor on which bubblewrap reports its sandbox's init (`--info-fd`):
+/// the spawner must have it open for writing in the child.
+pub(crate) const INFO_FD: i32 = 3;
+
 /// The command that runs `plan`, with its environment set (the caller adds
-/// stdio, process group and the parent-death signal).
+/// stdio, process group and the parent-death signal, and under bubblewrap
+/// [`INFO_FD`]).
 pub(crate) fn command(plan: &JobPlan) -> Command {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), JOB_PATH.into()),
@@ -162,7 +167,11 @@ pub(crate) fn command(plan: &JobPlan) -> Command {
                 env.push((format!("PODDER_MOUNT_{}", mount.env_suffix()), mount.to_string()));
             }
             let mut cmd = Command::new(bwrap);
-            cmd.args(bwrap_args(plan)).arg("--").args(["/bin/sh", "-c", &plan.script]);
+            cmd.args(["--info-fd", &INFO_FD.to_string()]).args(bwrap_args(plan)).arg("--").args([
+                "/bin/sh",
+                "-c",
+                &plan.script,
+            ]);
             cmd
         }
         Sandbox::None => {

@@ -284,6 +284,11 @@ pub struct FinishWithLogs {
     pub finish: Finish,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
+    /// How long the job's process ran, in milliseconds, when the agent did
+    /// not report `running` (a job that ends within moments goes straight
+    /// from assigned to its end): the server dates `started_at` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

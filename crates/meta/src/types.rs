@@ -101,6 +101,9 @@ pub struct FinishJob {
     pub quota: Option<u64>,
     /// A build job's result; only for a build job that succeeded.
     pub build: Option<BuildResult>,
+    /// When the job's process started, where the agent never reported
+    /// `running` (kept if `started_at` is set already).
+    pub started_at: Option<i64>,
     pub now: i64,
 }
 

@@ -165,7 +165,7 @@ async fn finish(
     State(state): State<AppState>,
     caller: Caller,
     Path(lease_id): Path<String>,
-    Json(FinishWithLogs { finish: req, logs }): Json<FinishWithLogs>,
+    Json(FinishWithLogs { finish: req, logs, ran_ms }): Json<FinishWithLogs>,
 ) -> ApiResult<Json<Job>> {
     caller.require_agent()?;
     if !logs.is_empty() {
@@ -188,6 +188,7 @@ async fn finish(
             output_bytes = load_manifest(&state, out).await?.total_size();
         }
     }
+    let now = now_ms();
     let finish = FinishJob {
         outcome: req.outcome,
         exit_code: req.exit_code,
@@ -196,7 +197,8 @@ async fn finish(
         reason: req.reason,
         quota: state.config.quota_bytes,
         build: req.build,
-        now: now_ms(),
+        started_at: ran_ms.map(|ms| now - ms.min(i64::MAX as u64) as i64),
+        now,
     };
     let rec = state.meta.finish_job(&lease_id, &finish).await?;
     if let (Some(out), Some(owner)) = (rec.job.output, rec.job.job_ref.owner.as_ref()) {

@@ -341,6 +341,7 @@ async fn a_finish_carries_the_last_lines_and_the_empty_output() {
             build: None,
         },
         logs: vec![line(0, "dup"), line(1, "the job ended"), line(2, "output: 0 files")],
+        ran_ms: None,
     };
     let r = ts.post(&agent, &format!("/agent/leases/{lid}/finish")).json(&f).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -352,4 +353,29 @@ async fn a_finish_carries_the_last_lines_and_the_empty_output() {
     assert!(batch.done);
     let r = ts.get(&alice, &format!("/manifests/{empty}")).send().await.unwrap();
     assert!(r.json::<Manifest>().await.unwrap().entries.is_empty(), "the owner reads the empty output");
+}
+
+/// A job that ended within moments is never reported `running`: it goes from
+/// assigned to its end, and `started_at` is dated from how long it ran.
+#[tokio::test]
+async fn a_quick_job_goes_from_assigned_to_its_end_with_its_start_dated() {
+    let ts = TestServer::start().await;
+    let alice = ts.token("alice").await;
+    ts.create_project(&alice, "mnist").await;
+    let code = ts.code(&alice).await;
+    ts.submit(&alice, "alice", "mnist", &job(code)).await;
+    let lease = ts.lease(&ts.admin, "default", 0).await.expect("a queued job");
+    let lid = lease.lease_id.as_str();
+    assert_eq!(get_job(&ts, &alice, "alice/mnist/1").await.state, JobState::Assigned);
+    let f = FinishWithLogs {
+        finish: Finish { outcome: Outcome::Succeeded, exit_code: Some(0), output: None, reason: None, build: None },
+        logs: vec![line(0, "quick")],
+        ran_ms: Some(1500),
+    };
+    let r = ts.post(&ts.admin, &format!("/agent/leases/{lid}/finish")).json(&f).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let done = get_job(&ts, &alice, "alice/mnist/1").await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let (started, finished) = (done.started_at.expect("dated"), done.finished_at.expect("finished"));
+    assert_eq!(finished - started, 1500, "started_at is finished_at less the run time");
 }

@@ -587,6 +587,7 @@ async fn a_run_whose_job_ended_while_the_server_was_down_carries_on_at_start() {
             reason: None,
             quota: None,
             build: None,
+            started_at: None,
             now: 1,
         };
         let meta = podder_meta::SqliteStore::open(&data.join("meta.db")).await.unwrap();

@@ -179,7 +179,9 @@ async fn runs_a_job_end_to_end() {
     let fin = r.finish.clone().unwrap();
     assert_eq!(fin.outcome, Outcome::Succeeded, "{r:#?}");
     assert_eq!(fin.exit_code, Some(0));
-    assert_eq!(r.states, [JobState::Preparing, JobState::Running]);
+    // It ran for moments: never reported `running`, its run time came with the finish.
+    assert_eq!(r.states, [JobState::Preparing]);
+    assert!(r.ran_ms.is_some_and(|ms| ms < 5000), "{:?}", r.ran_ms);
     assert_eq!(
         stdout(&r),
         ["setting up", "from run.sh", "dataset bytes", "0.1 alice/mnist#1 http://podder.test:8600/"],
@@ -222,6 +224,8 @@ async fn stop_from_the_server() {
     s.mock.update("L1", |r| r.stop = true);
     let r = s.mock.wait_for("L1", "finish", finished).await;
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(r.states.contains(&JobState::Running), "a job that runs on is reported running: {:?}", r.states);
+    assert_eq!(r.ran_ms, None);
     let fin = r.finish.unwrap();
     assert_eq!(fin.outcome, Outcome::Stopped);
     let out = s.mock.manifest_of(&fin.output.unwrap()).unwrap();

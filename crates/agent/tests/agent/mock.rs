@@ -22,6 +22,8 @@ pub struct LeaseRecord {
     pub states: Vec<JobState>,
     pub logs: BTreeMap<u64, LogLine>,
     pub finish: Option<Finish>,
+    /// How long the process ran, when the agent did not report `running`.
+    pub ran_ms: Option<u64>,
     pub stop: bool,
     pub lost: bool,
 }
@@ -190,7 +192,7 @@ async fn finish(State(m): S, Path(id): Path<String>, Json(f): Json<FinishWithLog
     if let Some(r) = check(&m, &id) {
         return r;
     }
-    let FinishWithLogs { finish: f, logs } = f;
+    let FinishWithLogs { finish: f, logs, ran_ms } = f;
     if f.output == Some(Manifest::empty_id()) {
         m.manifests.lock().unwrap().entry(Manifest::empty_id()).or_insert_with(|| Manifest::new(Vec::new()));
     }
@@ -208,7 +210,10 @@ async fn finish(State(m): S, Path(id): Path<String>, Json(f): Json<FinishWithLog
     let mut job = m.record(&id).job.expect("a leased job");
     job.state = f.outcome.state();
     job.exit_code = f.exit_code;
-    m.update(&id, |r| r.finish = Some(f));
+    m.update(&id, |r| {
+        r.finish = Some(f);
+        r.ran_ms = ran_ms;
+    });
     Json(job).into_response()
 }
 

@@ -198,7 +198,7 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
     let build = finish.build.as_ref().filter(|_| to == JobState::Succeeded).map(serde_json::to_string).transpose()?;
     sqlx::query(
         "UPDATE jobs SET state = $2, exit_code = $3, output = $4, output_bytes = $5, reason = $6, finished_at = $7,
-                lease_expires_at = NULL, build_result = $9
+                lease_expires_at = NULL, build_result = $9, started_at = COALESCE(started_at, $10)
          WHERE id = $1 AND state = $8",
     )
     .bind(rec.id.0)
@@ -210,6 +210,7 @@ pub(super) async fn finish_job(s: &SqliteStore, lease_id: &str, finish: &FinishJ
     .bind(finish.now)
     .bind(rec.job.state.as_str())
     .bind(build)
+    .bind(finish.started_at)
     .execute(&mut *tx)
     .await?;
     let rec = load(&mut tx, rec.id.0).await?;

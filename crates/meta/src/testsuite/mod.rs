@@ -94,6 +94,7 @@ pub(super) fn finish(outcome: Outcome) -> FinishJob {
         reason: None,
         quota: None,
         build: None,
+        started_at: None,
         now: 9000,
     }
 }
