@@ -14,7 +14,10 @@ podder runs as `podder up` (release build, SQLite, local store) with the
 client on the same machine; `cp -r` copies to the same disk; DVC does
 `dvc add` then `dvc push` to a local directory remote (DVC from PyPI in a
 throwaway venv, --dvc-venv). Page caches are warmed before each timing, and
-the tools alternate on the same data.
+the tools alternate on the same data. (a) and (b) are timed --reps times
+(default 3), each time on a fresh server data directory (and, for DVC, after
+removing its cache, remote and hash state), after a `sync`; the table shows
+the medians and every time is printed above it.
 
 The previous run's work directory is renamed aside at the start and deleted
 only at the end: on ext4 without a journal (this machine's disk), inodes freed
@@ -100,14 +103,14 @@ def change_big(d):
 
 
 class Podder:
-    def __init__(self, work):
+    def __init__(self, work, data="podder-data"):
         self.home = work / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, HOME=str(self.home), PODDER_LOG="warn")
         self.env.pop("PODDER_SERVER", None)
         self.env.pop("PODDER_TOKEN", None)
         self.proc = subprocess.Popen(
-            [str(PODDER), "up", "--listen", "127.0.0.1:18642", "--data-dir", str(work / "podder-data"), "--gc-grace", "0"],
+            [str(PODDER), "up", "--listen", "127.0.0.1:18642", "--data-dir", str(work / data), "--gc-grace", "0"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in self.proc.stdout:
             if line.startswith("client config written"):
@@ -147,6 +150,13 @@ class Dvc:
         run([self.bin, "config", "core.analytics", "false"], cwd=repo, env=self.env)
         run([self.bin, "remote", "add", "-d", "local", str(self.remote)], cwd=repo, env=self.env)
 
+    def forget(self, name):
+        """Back to before `add_push(name)`: no cache, no remote, no hash state,
+        so the next `add_push` does all its work again."""
+        for d in (self.repo / ".dvc" / "cache", self.repo / ".dvc" / "tmp", self.remote):
+            shutil.rmtree(d, ignore_errors=True)
+        (self.repo / f"{name}.dvc").unlink(missing_ok=True)
+
     def add_push(self, name):
         t_add = timed(lambda: run([self.bin, "add", "-q", name], cwd=self.repo, env=self.env))
         t_push = timed(lambda: run([self.bin, "push", "-q"], cwd=self.repo, env=self.env))
@@ -182,6 +192,9 @@ def main():
     ap.add_argument("--skip-10g", action="store_true")
     ap.add_argument("--podder", help="a podder binary to use instead of building target/release/podder")
     ap.add_argument("--only-big", action="store_true", help="only (a) and (c) on the big tree")
+    ap.add_argument("--reps", type=int, default=3,
+                    help="(a) and (b) are timed this many times, each on a fresh server (and DVC cache and remote); "
+                         "the medians are compared")
     a = ap.parse_args()
     global PODDER
     if a.podder:
@@ -204,23 +217,42 @@ def main():
     if not a.only_big:
         gen_small(repo / "small", a.small_files)
 
-    p = Podder(work)
+    # Written-back before any timing: the kernel's flushing of the freshly
+    # generated trees would otherwise land in whichever tool runs first.
+    run(["sync"])
     dvc = None if a.skip_dvc else Dvc(work, a.dvc_venv, repo)
     results = []
-    for name in names:
-        path = repo / name
-        size = tree_bytes(path)
-        p("data", "create", name)
-        warm(path)
-        t_p, sent = p.upload(name, path)
-        warm(path)
-        t_cp = timed(lambda: run(["cp", "-r", str(path), str(work / f"cp-{name}-1")]))
-        t_dvc = None
-        if dvc:
+    times = {name: {"podder": [], "cp": [], "dvc": []} for name in names}
+    for k in range(a.reps):
+        if k:
+            p.stop()
+            shutil.rmtree(work / f"podder-data-{k - 1}", ignore_errors=True)
+            run(["sync"])
+        p = Podder(work, f"podder-data-{k}")
+        for name in names:
+            path = repo / name
+            p("data", "create", name)
             warm(path)
-            t_dvc = dvc.add_push(name)
-        t_again, sent_again = p.upload(name, path)
-        results.append((f"({'a' if name == 'big' else 'b'}) {name}", size, t_p, sent, t_cp, t_dvc, t_again, sent_again))
+            t_p, sent = p.upload(name, path)
+            warm(path)
+            copy = work / f"cp-{name}-1"
+            shutil.rmtree(copy, ignore_errors=True)
+            t_cp = timed(lambda: run(["cp", "-r", str(path), str(copy)]))
+            t = times[name]
+            t["podder"].append(t_p)
+            t["cp"].append(t_cp)
+            if dvc:
+                dvc.forget(name)
+                warm(path)
+                t["dvc"].append(dvc.add_push(name))
+            if k == a.reps - 1:
+                t_again, sent_again = p.upload(name, path)
+                med = {tool: statistics.median(v) if v else None for tool, v in t.items()}
+                results.append((f"({'a' if name == 'big' else 'b'}) {name}", tree_bytes(path), med["podder"], sent,
+                                med["cp"], med["dvc"], t_again, sent_again))
+    for name in names:
+        print(f"{name}: " + "; ".join(f"{tool} " + " ".join(f"{x:.2f}" for x in v) + " s"
+                                        for tool, v in times[name].items() if v), flush=True)
 
     changed_big = change_big(repo / "big")
     changed_small = 0 if a.only_big else change_small(repo / "small")

@@ -11,7 +11,6 @@ use common::{TestServer, assert_error};
 use podder_core::api::{DatasetVersion, frames};
 use podder_core::{ChunkId, Entry, EntryKind, Manifest};
 use podder_store::PackStore;
-use podder_store::pack::RECORD_HEADER;
 use reqwest::StatusCode;
 
 fn file(path: &str, id: ChunkId) -> Entry {
@@ -147,7 +146,7 @@ async fn a_full_disk_answers_507_keeps_nothing_half_written_and_recovers() {
     assert!(files_under(&objects.join("chunks")).is_empty(), "chunks go to packs, not one file each");
     // The packs hold exactly the whole records of the chunks that fit: the
     // failed one was cut off its pack (random data is stored raw).
-    let record = (RECORD_HEADER + (1 << 20)) as u64;
+    let record = podder_store::pack::record_len(1 << 20);
     let packs: u64 = pack_files(&objects).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert_eq!(packs, (sent.len() as u64 - 1) * record, "every chunk but the failed one is stored, whole");
     let failed = *sent.last().unwrap();

@@ -100,6 +100,14 @@ const IDX_ENTRY: usize = 49;
 const IDX_SUM: usize = 32;
 /// At most this many pack files are kept open for reads.
 const OPEN_FILES: usize = 256;
+/// Records of at least this many stored bytes are written with `O_DIRECT`
+/// (see "Direct writes" above).
+const DIRECT_MIN: usize = 64 * 1024;
+/// The alignment of direct writes: offsets, lengths and buffers.
+const ALIGN: usize = 4096;
+/// The kind byte's flag for a record followed by zeros up to a whole number
+/// of [`ALIGN`] bytes (header included).
+const PADDED: u8 = 0x80;
 
 /// How a [`PackStore`] is set up.
 #[derive(Clone, Debug)]
@@ -148,12 +156,15 @@ struct Loc {
     stored_len: u32,
     raw_len: u32,
     kind: Kind,
+    /// Followed by zeros to a whole number of [`ALIGN`] bytes.
+    padded: bool,
 }
 
 impl Loc {
-    /// The whole record: header and stored bytes.
+    /// The whole record: header, stored bytes and padding.
     fn record_len(&self) -> u64 {
-        RECORD_HEADER as u64 + self.stored_len as u64
+        let len = RECORD_HEADER as u64 + self.stored_len as u64;
+        if self.padded { len.next_multiple_of(ALIGN as u64) } else { len }
     }
 }
 
@@ -192,6 +203,10 @@ struct PackMeta {
 struct Active {
     id: u32,
     file: File,
+    /// Holds only padded records (large ones), so its end stays aligned.
+    padded: bool,
+    /// Opened with `O_DIRECT` (a padded pack, where the file system allows).
+    direct: bool,
     end: u64,
     meta: Arc<PackMeta>,
     /// Every record written, for the index file at sealing.
@@ -216,6 +231,13 @@ impl Active {
                     at += n as u64;
                 }
                 Err(rustix::io::Errno::INTR) => {}
+                // The file system takes no direct write of this alignment:
+                // write through the page cache from now on.
+                Err(rustix::io::Errno::INVAL) if self.direct && at == offset => {
+                    let flags = rustix::fs::fcntl_getfl(&self.file)?;
+                    rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+                    self.direct = false;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -246,6 +268,8 @@ struct Inner {
     files: RwLock<HashMap<u32, Arc<File>>>,
     /// Active packs that no writer holds now.
     pool: Mutex<Vec<Active>>,
+    /// The same, for large records, written with `O_DIRECT`.
+    direct_pool: Mutex<Vec<Active>>,
     next_pack: AtomicU32,
     /// Ids being written now; a second writer of one waits for the first.
     writing: Mutex<HashSet<ChunkId>>,
@@ -303,6 +327,7 @@ impl PackStore {
             packs: RwLock::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
             pool: Mutex::new(Vec::new()),
+            direct_pool: Mutex::new(Vec::new()),
             next_pack: AtomicU32::new(1),
             writing: Mutex::new(HashSet::new()),
             written: Condvar::new(),
@@ -399,28 +424,28 @@ fn has_files(dir: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-fn encode_header(id: &ChunkId, stored_len: u32, raw_len: u32, kind: Kind) -> [u8; RECORD_HEADER] {
+fn encode_header(id: &ChunkId, stored_len: u32, raw_len: u32, kind: Kind, padded: bool) -> [u8; RECORD_HEADER] {
     let mut h = [0u8; RECORD_HEADER];
     h[..4].copy_from_slice(&RECORD_MAGIC);
     h[4..36].copy_from_slice(&id.0.0);
     h[36..40].copy_from_slice(&stored_len.to_le_bytes());
     h[40..44].copy_from_slice(&raw_len.to_le_bytes());
-    h[44] = kind as u8;
+    h[44] = kind as u8 | if padded { PADDED } else { 0 };
     let sum = blake3::hash(&h[..48]);
     h[48..].copy_from_slice(&sum.as_bytes()[..4]);
     h
 }
 
-/// A header's id, stored length, raw length and kind; `None` when it is
-/// not a whole, undamaged header.
-fn decode_header(h: &[u8; RECORD_HEADER]) -> Option<(ChunkId, u32, u32, Kind)> {
+/// A header's id, stored length, raw length, kind and padding; `None` when
+/// it is not a whole, undamaged header.
+fn decode_header(h: &[u8; RECORD_HEADER]) -> Option<(ChunkId, u32, u32, Kind, bool)> {
     if h[..4] != RECORD_MAGIC || h[45..48] != [0, 0, 0] || blake3::hash(&h[..48]).as_bytes()[..4] != h[48..] {
         return None;
     }
     let id = ChunkId(Digest(h[4..36].try_into().expect("32 bytes")));
     let stored = u32::from_le_bytes(h[36..40].try_into().expect("4 bytes"));
     let raw = u32::from_le_bytes(h[40..44].try_into().expect("4 bytes"));
-    Some((id, stored, raw, Kind::from_u8(h[44])?))
+    Some((id, stored, raw, Kind::from_u8(h[44] & !PADDED)?, h[44] & PADDED != 0))
 }
 
 /// The raw bytes of a record's stored bytes, checked against `id`.
@@ -470,9 +495,14 @@ impl Inner {
             None => (Kind::Raw, data),
         };
         let stored_len = stored.len() as u32; // never more than the raw length
-        let header = encode_header(&id, stored_len, raw_len, kind);
-        let mut pack = self.take_active()?;
-        let offset = match pack.append(&[&header, stored]) {
+        let direct = stored.len() >= DIRECT_MIN;
+        let header = encode_header(&id, stored_len, raw_len, kind, direct);
+        let mut pack = self.take_active(direct)?;
+        let appended = match direct {
+            true => with_padded_record(&header, stored, |record| pack.append(&[record])),
+            false => pack.append(&[&header, stored]),
+        };
+        let offset = match appended {
             Ok(offset) => offset,
             Err(e) => {
                 let start = pack.end;
@@ -480,7 +510,7 @@ impl Inner {
                 return Err(e.into());
             }
         };
-        let loc = Loc { offset, pack: pack.id, stored_len, raw_len, kind };
+        let loc = Loc { offset, pack: pack.id, stored_len, raw_len, kind, padded: direct };
         pack.entries.push((id, loc));
         let new = {
             let mut index = write(&self.index);
@@ -514,29 +544,48 @@ impl Inner {
         }
     }
 
-    /// A free active pack, or a new one.
-    fn take_active(&self) -> io::Result<Active> {
-        if let Some(pack) = lock(&self.pool).pop() {
+    /// A free active pack of the kind asked for (direct or not), or a new one.
+    fn take_active(&self, direct: bool) -> io::Result<Active> {
+        if let Some(pack) = lock(self.pool_of(direct)).pop() {
             return Ok(pack);
         }
-        self.new_pack()
+        self.new_pack(direct)
     }
 
-    /// Creates an empty pack, registered (so reads may open it) but in no pool.
-    fn new_pack(&self) -> io::Result<Active> {
+    fn pool_of(&self, direct: bool) -> &Mutex<Vec<Active>> {
+        if direct { &self.direct_pool } else { &self.pool }
+    }
+
+    /// Creates an empty pack, registered (so reads may open it) but in no
+    /// pool; `direct`: for padded records, opened with `O_DIRECT` where the
+    /// file system allows it.
+    fn new_pack(&self, direct: bool) -> io::Result<Active> {
         let id = self.next_pack.fetch_add(1, Ordering::Relaxed);
         let path = self.pack_path(id);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let open = |flags: rustix::fs::OFlags| {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new().read(true).write(true).create_new(true).custom_flags(flags.bits() as i32).open(&path)
+        };
+        let (file, direct_io) = match direct {
+            true => match open(rustix::fs::OFlags::DIRECT) {
+                Ok(f) => (f, true),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    (open(rustix::fs::OFlags::empty())?, false)
+                }
+                Err(e) => return Err(e),
+            },
+            false => (open(rustix::fs::OFlags::empty())?, false),
+        };
         let meta = Arc::new(PackMeta::default());
         write(&self.packs).insert(id, meta.clone());
-        Ok(Active { id, file, end: 0, meta, entries: Vec::new() })
+        Ok(Active { id, file, direct: direct_io, end: 0, meta, entries: Vec::new(), padded: direct })
     }
 
     /// After a record was written: the pack goes back to the pool, or is
     /// sealed once it is long enough.
     fn give_back(&self, pack: Active) {
         if pack.end < self.seal_bytes {
-            lock(&self.pool).push(pack);
+            lock(self.pool_of(pack.padded)).push(pack);
             return;
         }
         let id = pack.id;
@@ -551,7 +600,7 @@ impl Inner {
     /// the partial record at its tail and ignores it).
     fn retire_or_reuse(&self, pack: Active, start: u64) {
         match pack.file.set_len(start) {
-            Ok(()) => lock(&self.pool).push(pack),
+            Ok(()) => lock(self.pool_of(pack.padded)).push(pack),
             Err(e) => {
                 tracing::warn!(pack = pack.id, error = %e, "cannot cut a failed write off a pack; it is closed");
                 pack.meta.closed.store(true, Ordering::Relaxed);
@@ -604,7 +653,7 @@ impl Inner {
                 StoreError::Io(e)
             }
         })?;
-        if decode_header(&header) != Some((id, loc.stored_len, loc.raw_len, loc.kind)) {
+        if decode_header(&header) != Some((id, loc.stored_len, loc.raw_len, loc.kind, loc.padded)) {
             return Err(damaged(format!("the record of chunk {id} in {} is damaged", where_())));
         }
         unpack(id, loc.kind, stored, loc.raw_len)
@@ -774,8 +823,10 @@ impl Inner {
         let _one = lock(&self.compacting);
         let mut report = CompactReport::default();
         // Active packs that hold dead records are sealed, so they can be rewritten.
-        let to_seal: Vec<Active> =
-            lock(&self.pool).extract_if(.., |p| p.meta.dead.load(Ordering::Relaxed) > 0).collect();
+        let to_seal: Vec<Active> = [&self.pool, &self.direct_pool]
+            .into_iter()
+            .flat_map(|pool| lock(pool).extract_if(.., |p| p.meta.dead.load(Ordering::Relaxed) > 0).collect::<Vec<_>>())
+            .collect();
         for pack in to_seal {
             self.seal(pack)?;
         }
@@ -808,7 +859,7 @@ impl Inner {
                     let mut record = vec![0u8; loc.record_len() as usize];
                     src.read_exact_at(&mut record, loc.offset).map_err(|e| at(&path, e))?;
                     let header: &[u8; RECORD_HEADER] = record[..RECORD_HEADER].try_into().expect("header");
-                    if decode_header(header) != Some((id, loc.stored_len, loc.raw_len, loc.kind)) {
+                    if decode_header(header) != Some((id, loc.stored_len, loc.raw_len, loc.kind, loc.padded)) {
                         // Copying it would not make it readable; dropping it
                         // lets the next upload of the chunk store it again.
                         tracing::error!(chunk = %id, pack = %path.display(), offset = loc.offset,
@@ -817,7 +868,7 @@ impl Inner {
                         continue;
                     }
                     if out.is_none() {
-                        out = Some(self.new_pack()?);
+                        out = Some(self.new_pack(false)?);
                     }
                     let dest = out.as_mut().expect("made above");
                     let offset = dest.append(&[&record])?;
@@ -935,7 +986,8 @@ impl Drop for Claim<'_> {
 impl Drop for Inner {
     /// Seals the active packs, so the next open need not scan them.
     fn drop(&mut self) {
-        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let mut pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        pool.extend(std::mem::take(self.direct_pool.get_mut().unwrap_or_else(|e| e.into_inner())));
         for pack in pool {
             if pack.end == 0 {
                 let _ = fs::remove_file(self.pack_path(pack.id));
@@ -947,6 +999,35 @@ impl Drop for Inner {
             }
         }
     }
+}
+
+/// The bytes a record of `stored` bytes takes in a pack: large ones are
+/// padded to whole blocks (see "Direct writes").
+pub fn record_len(stored: usize) -> u64 {
+    let len = (RECORD_HEADER + stored) as u64;
+    if stored >= DIRECT_MIN { len.next_multiple_of(ALIGN as u64) } else { len }
+}
+
+/// Calls `f` with the record of `header` and `stored` padded with zeros to a
+/// whole number of [`ALIGN`] bytes, in a buffer aligned for `O_DIRECT` (one
+/// per thread, kept: copying into it costs far less than the page cache).
+fn with_padded_record<R>(header: &[u8; RECORD_HEADER], stored: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        let len = (RECORD_HEADER + stored.len()).next_multiple_of(ALIGN);
+        if b.len() < len + ALIGN {
+            b.resize(len + ALIGN, 0);
+        }
+        let start = b.as_ptr().align_offset(ALIGN);
+        let record = &mut b[start..start + len];
+        record[..RECORD_HEADER].copy_from_slice(header);
+        record[RECORD_HEADER..RECORD_HEADER + stored.len()].copy_from_slice(stored);
+        record[RECORD_HEADER + stored.len()..].fill(0);
+        f(record)
+    })
 }
 
 /// Reads a record's header and stored bytes in (usually) one system call.
@@ -988,15 +1069,18 @@ fn scan_pack(path: &Path, pack: u32, len: u64) -> Result<Scanned, StoreError> {
     while offset + RECORD_HEADER as u64 <= len {
         let mut header = [0u8; RECORD_HEADER];
         r.read_exact(&mut header).map_err(|e| at(path, e))?;
-        let Some((id, stored_len, raw_len, kind)) = decode_header(&header) else { break };
-        let end = offset + RECORD_HEADER as u64 + stored_len as u64;
+        let Some((id, stored_len, raw_len, kind, padded)) = decode_header(&header) else { break };
+        let loc = Loc { offset, pack, stored_len, raw_len, kind, padded };
+        let end = offset + loc.record_len();
         if end > len {
             break;
         }
         let mut stored = vec![0u8; stored_len as usize];
         r.read_exact(&mut stored).map_err(|e| at(path, e))?;
+        let padding = end - offset - RECORD_HEADER as u64 - stored_len as u64;
+        io::copy(&mut (&mut r).take(padding), &mut io::sink()).map_err(|e| at(path, e))?;
         match unpack(id, kind, stored, raw_len) {
-            Ok(_) => out.entries.push((id, Loc { offset, pack, stored_len, raw_len, kind })),
+            Ok(_) => out.entries.push((id, loc)),
             Err(_) => out.skipped += 1,
         }
         offset = end;
@@ -1016,7 +1100,7 @@ fn write_idx(dir: &Path, dest: &Path, entries: &[(ChunkId, Loc)], pack_len: u64)
         buf.extend_from_slice(&loc.offset.to_le_bytes());
         buf.extend_from_slice(&loc.stored_len.to_le_bytes());
         buf.extend_from_slice(&loc.raw_len.to_le_bytes());
-        buf.push(loc.kind as u8);
+        buf.push(loc.kind as u8 | if loc.padded { PADDED } else { 0 });
     }
     let sum = blake3::hash(&buf);
     buf.extend_from_slice(sum.as_bytes());
@@ -1062,8 +1146,8 @@ fn read_idx(path: &Path, pack: u32, file_len: u64) -> io::Result<Vec<(ChunkId, L
         let offset = u64::from_le_bytes(e[32..40].try_into().expect("8 bytes"));
         let stored_len = u32::from_le_bytes(e[40..44].try_into().expect("4 bytes"));
         let raw_len = u32::from_le_bytes(e[44..48].try_into().expect("4 bytes"));
-        let kind = Kind::from_u8(e[48]).ok_or_else(|| bad("unknown record kind"))?;
-        let loc = Loc { offset, pack, stored_len, raw_len, kind };
+        let kind = Kind::from_u8(e[48] & !PADDED).ok_or_else(|| bad("unknown record kind"))?;
+        let loc = Loc { offset, pack, stored_len, raw_len, kind, padded: e[48] & PADDED != 0 };
         if offset + loc.record_len() > pack_len {
             return Err(bad("an entry lies past the pack's end"));
         }

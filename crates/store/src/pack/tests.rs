@@ -144,7 +144,8 @@ fn concurrent_puts_of_one_chunk_write_it_once() {
         handles.into_iter().map(|h| h.join().unwrap() as usize).sum()
     });
     assert_eq!(new, 1);
-    assert_eq!(pack_bytes(dir.path()), (RECORD_HEADER + data.len()) as u64);
+    // A large record, padded to whole blocks (see below).
+    assert_eq!(pack_bytes(dir.path()), (RECORD_HEADER + data.len()).next_multiple_of(ALIGN) as u64);
 }
 
 #[test]
@@ -503,4 +504,50 @@ async fn manifests_are_kept_as_files_and_flush_the_chunks_first() {
     let hex = m.id().to_hex();
     assert!(dir.path().join("manifests").join(&hex[..2]).join(&hex).exists());
     assert_eq!(store.get_manifest(m.id()).await.unwrap(), Bytes::from(m.canonical_bytes()));
+}
+
+#[test]
+fn large_records_are_padded_to_whole_blocks_and_survive_a_scan_and_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PackStore::open(dir.path()).unwrap();
+    let bigs: Vec<Vec<u8>> = (0..3).map(|i| random(DIRECT_MIN + 1000 * i)).collect();
+    let tiny = random(100);
+    let ids: Vec<ChunkId> = bigs.iter().map(|b| put(&store, b)).collect();
+    let tiny_id = put(&store, &tiny);
+    let padded = |len: usize| (RECORD_HEADER + len).next_multiple_of(ALIGN) as u64;
+    let files = pack_files(dir.path());
+    assert_eq!(files.len(), 2, "large records go to a pack of their own");
+    let lens: Vec<u64> = files.iter().map(|p| fs::metadata(p).unwrap().len()).collect();
+    let want: u64 = bigs.iter().map(|b| padded(b.len())).sum();
+    assert!(lens.contains(&want), "{lens:?} vs {want}");
+    assert!(lens.contains(&(RECORD_HEADER as u64 + 100)), "small records are not padded: {lens:?}");
+    let big_pack = &files[lens.iter().position(|l| *l == want).unwrap()];
+    let bytes = fs::read(big_pack).unwrap();
+    assert_eq!(bytes[44], PADDED, "raw, padded");
+    let second = padded(bigs[0].len()) as usize;
+    assert_eq!(&bytes[second + 4..second + 36], &ids[1].0.0, "the next record starts at the next block");
+    assert!(bytes[RECORD_HEADER + bigs[0].len()..second].iter().all(|b| *b == 0), "padding is zeros");
+    for (id, b) in ids.iter().zip(&bigs) {
+        assert_eq!(&store.get_chunk_sync(*id).unwrap(), b);
+    }
+
+    // Scanned (no index), the padded records are found whole.
+    drop(store);
+    remove_idx_files(dir.path());
+    let store = PackStore::open(dir.path()).unwrap();
+    for (id, b) in ids.iter().zip(&bigs) {
+        assert_eq!(&store.get_chunk_sync(*id).unwrap(), b);
+    }
+    assert_eq!(store.get_chunk_sync(tiny_id).unwrap(), tiny);
+
+    // A compaction copies them, padding and all, and reclaims the deleted one whole.
+    store.delete_chunk_sync(ids[1]).unwrap();
+    store.compact_sync().unwrap();
+    let live = padded(bigs[0].len()) + padded(bigs[2].len()) + RECORD_HEADER as u64 + 100;
+    assert_eq!(pack_bytes(dir.path()), live);
+    drop(store);
+    let store = PackStore::open(dir.path()).unwrap();
+    assert_eq!(store.get_chunk_sync(ids[0]).unwrap(), bigs[0]);
+    assert_eq!(store.get_chunk_sync(ids[2]).unwrap(), bigs[2]);
+    assert!(!store.has_chunk_sync(ids[1]).unwrap());
 }
