@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::logs::{LogSink, read_lines};
 use crate::sandbox::{self, Sandbox, UNSANDBOXED_WARNING};
 use crate::signals;
+use crate::spawn as vspawn;
 
 /// How long the output readers may take after the process ended (a stray
 /// process outside the group may still hold the pipes).
@@ -178,55 +179,53 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
         tracing::warn!(code = %plan.code_dir.display(), "{UNSANDBOXED_WARNING}");
         log.system(UNSANDBOXED_WARNING).await;
     }
-    let mut cmd = sandbox::command(&plan);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let parent = rustix::process::getpid();
-    // Under bubblewrap, the write end of a pipe becomes the child's
-    // `INFO_FD`, on which bwrap names its sandbox's init (see `SandboxInit`).
-    // It is kept above the standard descriptors so that the dup2 below never
-    // lands on itself (which would leave it close-on-exec).
-    let info = match plan.sandbox.is_sandboxed() {
-        true => {
-            let (r, w) = std::io::pipe()?;
-            let w = rustix::io::fcntl_dupfd_cloexec(std::os::fd::OwnedFd::from(w), 10)?;
-            Some((r, w))
-        }
-        false => None,
-    };
-    let info_w = info.as_ref().map(|(_, w)| std::os::fd::AsRawFd::as_raw_fd(w));
-    // SAFETY: the closure only makes async-signal-safe system calls
-    // (dup2, prctl, getppid) between fork and exec, and touches no memory
-    // but its captured integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(w) = info_w {
-                let src = std::os::fd::BorrowedFd::borrow_raw(w);
-                let mut target = std::mem::ManuallyDrop::new(
-                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sandbox::INFO_FD),
-                );
-                rustix::io::dup2(src, &mut target)?;
-            }
-            set_parent_process_death_signal(Some(Signal::KILL))?;
-            // The agent may have died before the signal was armed.
-            if getppid() != Some(parent) {
-                return Err(std::io::Error::other("the agent exited"));
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let init = info.map(|(r, w)| {
-        drop(w);
-        SandboxInit::read(r)
-    });
-    let pid = child.id().ok_or_else(|| std::io::Error::other("the job's process ended before it started"))?;
     let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_lines(out, Stream::Stdout, log.clone())));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_lines(err, Stream::Stderr, log.clone())));
-    }
+    let (child, pid, init) = match plan.sandbox.is_sandboxed() {
+        true => {
+            // Under bubblewrap: started without fork (see `spawn`), with the
+            // write end of a pipe as the child's `INFO_FD`, on which bwrap
+            // names its sandbox's init (see `SandboxInit`).
+            let inv = sandbox::invocation(&plan);
+            let (out_r, out_w) = vspawn::pipe()?;
+            let (err_r, err_w) = vspawn::pipe()?;
+            let (info_r, info_w) = std::io::pipe()?;
+            let info_w = std::os::fd::OwnedFd::from(info_w);
+            let null = vspawn::dev_null()?;
+            let started = vspawn::spawn(&inv.program, &inv.args, &inv.env, [&null, &out_w, &err_w], Some(&info_w))?;
+            drop((out_w, err_w, info_w, null));
+            let pid = started.pid;
+            let process = vspawn::Process::new(started)?;
+            readers.push(tokio::spawn(read_lines(vspawn::reader(out_r)?, Stream::Stdout, log.clone())));
+            readers.push(tokio::spawn(read_lines(vspawn::reader(err_r)?, Stream::Stderr, log.clone())));
+            (Proc::Spawned(process), pid, Some(SandboxInit::read(info_r)))
+        }
+        false => {
+            let mut cmd = sandbox::command(&plan);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+            let parent = rustix::process::getpid();
+            // SAFETY: the closure only makes async-signal-safe system calls
+            // (prctl, getppid) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    set_parent_process_death_signal(Some(Signal::KILL))?;
+                    // The agent may have died before the signal was armed.
+                    if getppid() != Some(parent) {
+                        return Err(std::io::Error::other("the agent exited"));
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn()?;
+            let pid = child.id().ok_or_else(|| std::io::Error::other("the job's process ended before it started"))?;
+            if let Some(out) = child.stdout.take() {
+                readers.push(tokio::spawn(read_lines(out, Stream::Stdout, log.clone())));
+            }
+            if let Some(err) = child.stderr.take() {
+                readers.push(tokio::spawn(read_lines(err, Stream::Stderr, log.clone())));
+            }
+            (Proc::Child(child), pid, None)
+        }
+    };
     let (requests, req_rx) = watch::channel(Request::Run);
     let (done_tx, done) = watch::channel(None);
     let sup = Supervisor {
@@ -252,6 +251,22 @@ struct Supervisor {
     log: LogSink,
     /// Under bubblewrap: the sandbox's init, once bwrap has named it.
     init: Option<tokio::sync::oneshot::Receiver<Option<SandboxInit>>>,
+}
+
+/// The job's main process: a tokio child (unsandboxed), or bwrap started by
+/// [`spawn`].
+enum Proc {
+    Child(Child),
+    Spawned(vspawn::Process),
+}
+
+impl Proc {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Child(c) => c.wait().await,
+            Proc::Spawned(p) => p.wait().await,
+        }
+    }
 }
 
 /// The init process of a bubblewrap sandbox (pid 1 of its pid namespace),
@@ -318,7 +333,7 @@ impl SandboxInit {
 impl Supervisor {
     async fn run(
         mut self,
-        mut child: Child,
+        mut child: Proc,
         mut req: watch::Receiver<Request>,
         readers: Vec<JoinHandle<()>>,
     ) -> ExitStatusInfo {

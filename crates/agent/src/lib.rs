@@ -21,6 +21,7 @@ mod prepare;
 mod retry;
 pub mod sandbox;
 pub mod signals;
+mod spawn;
 mod stages;
 mod venv;
 

@@ -148,10 +148,18 @@ pub fn shell_quote(s: &str) -> String {
 /// the spawner must have it open for writing in the child.
 pub(crate) const INFO_FD: i32 = 3;
 
-/// The command that runs `plan`, with its environment set (the caller adds
-/// stdio, process group and the parent-death signal, and under bubblewrap
-/// [`INFO_FD`]).
-pub(crate) fn command(plan: &JobPlan) -> Command {
+/// How to start `plan`'s process: program, arguments, the whole
+/// environment, and the working directory (unsandboxed only). Under
+/// bubblewrap the spawner must give the child [`INFO_FD`]; the caller adds
+/// stdio, the process group and the parent-death signal.
+pub(crate) struct Invocation {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+pub(crate) fn invocation(plan: &JobPlan) -> Invocation {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), JOB_PATH.into()),
         ("HOME".into(), "/tmp".into()),
@@ -159,20 +167,17 @@ pub(crate) fn command(plan: &JobPlan) -> Command {
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ];
     env.extend(plan.env.iter().cloned());
-    let mut cmd = match &plan.sandbox {
+    match &plan.sandbox {
         Sandbox::Bubblewrap(bwrap) => {
             env.push(("PODDER_CODE".into(), "/code".into()));
             env.push(("PODDER_OUTPUT".into(), "/output".into()));
             for (_, mount) in &plan.inputs {
                 env.push((format!("PODDER_MOUNT_{}", mount.env_suffix()), mount.to_string()));
             }
-            let mut cmd = Command::new(bwrap);
-            cmd.args(["--info-fd", &INFO_FD.to_string()]).args(bwrap_args(plan)).arg("--").args([
-                "/bin/sh",
-                "-c",
-                &plan.script,
-            ]);
-            cmd
+            let mut args = vec!["--info-fd".to_string(), INFO_FD.to_string()];
+            args.extend(bwrap_args(plan));
+            args.extend(["--".into(), "/bin/sh".into(), "-c".into(), plan.script.clone()]);
+            Invocation { program: bwrap.clone(), args, env, cwd: None }
         }
         Sandbox::None => {
             env.push(("PODDER_CODE".into(), display(&plan.code_dir)));
@@ -180,12 +185,20 @@ pub(crate) fn command(plan: &JobPlan) -> Command {
             for (tree, mount) in &plan.inputs {
                 env.push((format!("PODDER_MOUNT_{}", mount.env_suffix()), display(tree)));
             }
-            let mut cmd = Command::new("/bin/sh");
-            cmd.args(["-c", &plan.script]).current_dir(&plan.code_dir);
-            cmd
+            let args = vec!["-c".to_string(), plan.script.clone()];
+            Invocation { program: "/bin/sh".into(), args, env, cwd: Some(plan.code_dir.clone()) }
         }
-    };
-    cmd.env_clear().envs(env);
+    }
+}
+
+/// The command that runs `plan` unsandboxed, with its environment set.
+pub(crate) fn command(plan: &JobPlan) -> Command {
+    let inv = invocation(plan);
+    let mut cmd = Command::new(&inv.program);
+    cmd.args(&inv.args).env_clear().envs(inv.env);
+    if let Some(dir) = &inv.cwd {
+        cmd.current_dir(dir);
+    }
     cmd
 }
 
