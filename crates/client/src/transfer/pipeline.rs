@@ -42,22 +42,76 @@ const ASK_BATCH_DEFERRED: usize = 20_000;
 /// The scan keeps the bytes of the chunks it cuts until they are sent (or
 /// the server says it has them), so they need not be read and hashed a
 /// second time, up to this much; beyond it, chunks are read back from their
-/// files when their turn comes. The scan never waits for the upload: it ends
-/// (and writes the stat cache, which a resumed upload relies on) as soon as
-/// it can.
-const HELD_BYTES: u64 = 16 * SEND_BATCH_BYTES as u64;
+/// files when their turn comes.
+const HELD_BYTES: u64 = 8 * SEND_BATCH_BYTES as u64;
+/// While the upload keeps pace, the scan waits for room in the budget
+/// rather than dropping bytes it would have to read again (a second read
+/// and fresh buffers cost a large local upload a sixth of its client CPU):
+/// up to this long at a time...
+const WAIT_AT_MOST: Duration = Duration::from_millis(100);
+/// ...and this long in all. Past it the upload is the slower side (a slow
+/// network): the scan runs ahead, so that it ends (and writes the stat
+/// cache, which a resumed upload relies on) as soon as it can.
+const WAIT_IN_ALL: Duration = Duration::from_secs(1);
 
 /// Bytes of chunk data held between the scan and the senders.
 struct Budget {
     held: AtomicU64,
+    /// Woken when bytes are let go.
+    freed: std::sync::Condvar,
+    lock: std::sync::Mutex<()>,
+    /// How long the scan has waited so far, in microseconds.
+    waited_us: AtomicU64,
 }
 
 impl Budget {
+    fn new() -> Budget {
+        Budget {
+            held: AtomicU64::new(0),
+            freed: std::sync::Condvar::new(),
+            lock: std::sync::Mutex::new(()),
+            waited_us: AtomicU64::new(0),
+        }
+    }
+
     /// Counts `n` more bytes as held, if they fit.
     fn take(self: &Arc<Self>, n: u64) -> Option<Arc<Self>> {
-        let fits =
-            self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h + n <= HELD_BYTES).then_some(h + n));
+        // Anything fits into an empty budget, so a report larger than the
+        // budget is held too rather than waited for in vain.
+        let fits = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h == 0 || h + n <= HELD_BYTES).then_some(h + n));
         fits.is_ok().then(|| self.clone())
+    }
+
+    /// [`take`](Self::take), waiting for room while the upload keeps pace
+    /// (see [`WAIT_AT_MOST`]); `stop` ends the wait.
+    fn take_waiting(self: &Arc<Self>, n: u64, stop: &AtomicBool) -> Option<Arc<Self>> {
+        if let Some(b) = self.take(n) {
+            return Some(b);
+        }
+        let start = std::time::Instant::now();
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = loop {
+            if let Some(b) = self.take(n) {
+                break Some(b);
+            }
+            let so_far = Duration::from_micros(self.waited_us.load(Ordering::Relaxed)) + start.elapsed();
+            if stop.load(Ordering::Relaxed) || start.elapsed() >= WAIT_AT_MOST || so_far >= WAIT_IN_ALL {
+                break None;
+            }
+            let slice = Duration::from_millis(10);
+            guard = self.freed.wait_timeout(guard, slice).unwrap_or_else(|e| e.into_inner()).0;
+        };
+        drop(guard);
+        self.waited_us.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        taken
+    }
+
+    fn release(&self, n: u64) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.freed.notify_all();
     }
 }
 
@@ -81,7 +135,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.data.len() as u64, Ordering::AcqRel);
+        self.budget.release(self.data.len() as u64);
     }
 }
 
@@ -104,7 +158,7 @@ impl ScanObserver for Feed {
 
     fn chunks(&self, path: &Path, chunks: &[ChunkRef], data: &[Bytes], cached: bool) {
         let n: u64 = data.iter().map(|d| d.len() as u64).sum();
-        let budget = if n > 0 { self.budget.take(n) } else { None };
+        let budget = if n > 0 { self.budget.take_waiting(n, &self.stop) } else { None };
         let mut data = data.iter();
         let batch: Batch = chunks
             .iter()
@@ -145,7 +199,7 @@ pub async fn upload_dir(
     let feed = Feed {
         tx,
         stop: stop.clone(),
-        budget: Arc::new(Budget { held: AtomicU64::new(0) }),
+        budget: Arc::new(Budget::new()),
         progress: progress.clone(),
         files_total: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
