@@ -2,6 +2,11 @@
 //! of packs cut short or followed by garbage, sealed indexes, compaction,
 //! the lock, and loose chunks of older data directories.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use super::*;
 
 fn random(len: usize) -> Vec<u8> {
