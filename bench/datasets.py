@@ -29,6 +29,7 @@ Run: python3 bench/datasets.py [--small-files 100000] [--skip-dvc] [--skip-10g]
                                [--podder PATH] [--only-big]
 """
 import argparse
+import atexit
 import json
 import os
 import random
@@ -112,6 +113,8 @@ class Podder:
         self.proc = subprocess.Popen(
             [str(PODDER), "up", "--listen", "127.0.0.1:18642", "--data-dir", str(work / data), "--gc-grace", "0"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # A run that fails half-way must not leave its server holding the port.
+        atexit.register(self.proc.kill)
         for line in self.proc.stdout:
             if line.startswith("client config written"):
                 break
