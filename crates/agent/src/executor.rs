@@ -270,15 +270,12 @@ impl Proc {
 }
 
 /// The init process of a bubblewrap sandbox (pid 1 of its pid namespace),
-/// as bwrap reports it on `--info-fd`, with a pidfd on it. Every process of
-/// the job lives in that namespace, and the kernel kills them all when the
-/// init dies, and the init is dead only once they all are: so waiting for the
-/// init alone (its pidfd becomes readable) waits for the whole job, without
-/// scanning `/proc` for the group's members.
-struct SandboxInit {
-    pid: u32,
-    pidfd: std::os::fd::OwnedFd,
-}
+/// as bwrap reports it on `--info-fd`: a pidfd on it. Every process of the
+/// job lives in that namespace, and the kernel kills them all when the init
+/// dies, and the init is dead only once they all are: so waiting for the
+/// init alone waits for the whole job, without scanning `/proc` for the
+/// group's members.
+struct SandboxInit(std::os::fd::OwnedFd);
 
 impl SandboxInit {
     /// Reads bwrap's report on a blocking thread (bwrap writes it once the
@@ -295,8 +292,7 @@ impl SandboxInit {
         use std::io::Read;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 256];
-        // `{"child-pid": N}`: read up to its closing brace (the job may hold
-        // the pipe's write end open, so an end of file may never come).
+        // `{"child-pid": N, ...}`: read up to its closing brace.
         while !buf.contains(&b'}') && buf.len() < 4096 {
             match r.read(&mut chunk) {
                 Ok(0) | Err(_) => return None,
@@ -305,28 +301,9 @@ impl SandboxInit {
         }
         let end = buf.iter().position(|b| *b == b'}')?;
         let v: serde_json::Value = serde_json::from_slice(&buf[..=end]).ok()?;
-        let pid = u32::try_from(v.get("child-pid")?.as_u64()?).ok()?;
-        let p = rustix::process::Pid::from_raw(pid as i32)?;
-        let pidfd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok()?;
-        Some(SandboxInit { pid, pidfd })
-    }
-
-    /// Waits until the init (and with it every process of the sandbox) has
-    /// exited.
-    async fn exited(self) {
-        // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and open as long as it.
-        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(self.pidfd, tokio::io::Interest::READABLE) };
-        match fd {
-            Ok(fd) => {
-                let _ = fd.readable().await;
-            }
-            Err(_) => {
-                let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
-                while !gone(self.pid) {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
+        let pid = i32::try_from(v.get("child-pid")?.as_u64()?).ok()?;
+        let p = rustix::process::Pid::from_raw(pid)?;
+        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok().map(SandboxInit)
     }
 }
 
@@ -378,13 +355,11 @@ impl Supervisor {
         };
         // Whatever the main process left behind in its group goes with it;
         // wait (briefly) until the kernel has taken every one of them down.
-        // Usually nothing is left at all, which one signal tells; under
-        // bubblewrap the sandbox's init is often still exiting (the outer
-        // bwrap exits as soon as it knows the job's status, and the init's
-        // exit tears the sandbox's namespaces down, which takes about a
-        // millisecond). Once the group was killed no process joins it: only
-        // those found now are waited for, each through a pidfd, which is
-        // readable the moment its process has exited.
+        // Under bubblewrap the outer bwrap exits as soon as it knows the
+        // job's status, while the sandbox's init is still exiting: wait for
+        // that init (see `SandboxInit`). Otherwise (unsandboxed, or bwrap
+        // never named its init) the group's members are listed once — after
+        // the kill no process joins the group — and each is waited for.
         let exited = Instant::now();
         let until = exited + DRAIN_TIMEOUT;
         signals::kill(self.pid);
@@ -392,12 +367,17 @@ impl Supervisor {
             Some(rx) => tokio::time::timeout_at(until, rx).await.ok().and_then(Result::ok).flatten(),
             None => None,
         };
-        if let Some(init) = init {
-            // The outer bwrap (reaped above) and the sandbox were the group.
-            if tokio::time::timeout_at(until, init.exited()).await.is_err() {
-                tracing::warn!(pid = self.pid, "the job's sandbox was still exiting after the drain timeout");
-            }
-        } else if signals::group_exists(self.pid) {
+        let waited = match init {
+            Some(SandboxInit(pidfd)) => match tokio::time::timeout_at(until, signals::pidfd_exit(pidfd)).await {
+                Ok(watched) => watched,
+                Err(_) => {
+                    tracing::warn!(pid = self.pid, "the job's sandbox was still exiting after the drain timeout");
+                    true
+                }
+            },
+            None => false,
+        };
+        if !waited && signals::group_exists(self.pid) {
             let left = signals::group_members(self.pid);
             let waits: Vec<_> = left.into_iter().filter_map(|pid| signals::exit_of(pid, self.pid)).collect();
             let all = async {

@@ -47,8 +47,8 @@ pub(crate) fn group_exists(pgid: u32) -> bool {
 
 /// A future that resolves when process `pid` has exited, if it is still a
 /// live member of group `pgid` (`None` when it is gone already). It waits on
-/// a pidfd, so it needs no polling; where pidfds are missing (Linux before
-/// 5.3) it looks again every millisecond.
+/// a pidfd (see [`pidfd_exit`]); where pidfds are missing (Linux before 5.3)
+/// it looks again every millisecond.
 pub(crate) fn exit_of(pid: u32, pgid: u32) -> Option<impl std::future::Future<Output = ()>> {
     let p = Pid::from_raw(pid as i32)?;
     let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::NONBLOCK).ok();
@@ -57,18 +57,30 @@ pub(crate) fn exit_of(pid: u32, pgid: u32) -> Option<impl std::future::Future<Ou
         return None;
     }
     Some(async move {
-        // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and open as long as it.
-        let registered = fd.and_then(|fd| unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
-        });
-        if let Some(fd) = registered {
-            let _ = fd.readable().await;
+        if let Some(fd) = fd
+            && pidfd_exit(fd).await
+        {
             return;
         }
         while in_group(pid, pgid) {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     })
+}
+
+/// Waits until the process of `pidfd` has exited: a pidfd becomes readable
+/// then, for any process, child or not. False, at once, when the pidfd
+/// cannot be watched.
+pub(crate) async fn pidfd_exit(pidfd: std::os::fd::OwnedFd) -> bool {
+    // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and open as long as it.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+    match fd {
+        Ok(fd) => {
+            let _ = fd.readable().await;
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// The pids of the live processes in process group `pgid` (zombies

@@ -197,7 +197,7 @@ async fn finish(
         reason: req.reason,
         quota: state.config.quota_bytes,
         build: req.build,
-        started_at: ran_ms.map(|ms| now - ms.min(i64::MAX as u64) as i64),
+        started_at: ran_ms.map(|ms| now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX))),
         now,
     };
     let rec = state.meta.finish_job(&lease_id, &finish).await?;
