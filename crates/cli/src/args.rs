@@ -378,6 +378,10 @@ pub struct ServeArgs {
     /// The in-process agent's GPUs (for `up`): auto, none, or indices such as 0,1
     #[arg(long, default_value = "auto")]
     pub gpus: String,
+    /// Take no files by descriptor from clients on this machine (uploads then
+    /// send every byte over HTTP)
+    #[arg(long)]
+    pub no_local_ingest: bool,
 }
 
 #[derive(Args, Debug)]
@@ -501,6 +505,10 @@ pub enum DataCmd {
         /// Hash every file again instead of trusting the local stat cache
         #[arg(long)]
         rehash: bool,
+        /// Send every byte over HTTP, even to a server on this machine (which
+        /// otherwise reads files of 4 MiB and more itself, by descriptor)
+        #[arg(long)]
+        over_http: bool,
         #[arg(long)]
         json: bool,
     },

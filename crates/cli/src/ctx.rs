@@ -23,7 +23,10 @@ impl Ctx {
         let token = cfg
             .token
             .ok_or_else(|| anyhow!("no token configured: run `podder login --server {server} --token TOKEN`"))?;
-        let client = Client::new(&server, &token)?;
+        // PODDER_LOCAL_INGEST=0 sends every upload over HTTP, also to a
+        // server on this machine.
+        let local = std::env::var("PODDER_LOCAL_INGEST").map_or(true, |v| !matches!(v.as_str(), "0" | "off" | "false"));
+        let client = Client::new(&server, &token)?.with_local_ingest(local);
         let me = client.whoami().await?.owner;
         Ok(Ctx { client, me })
     }

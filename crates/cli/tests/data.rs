@@ -154,7 +154,9 @@ fn a_new_version_sends_only_the_changed_chunks() {
     for i in 0..4u64 {
         put(&src, &format!("part-{i}.bin"), &random(4 * MIB + i as usize, 10 + i), 0o644);
     }
-    let first = json(&c.ok(&home, &["data", "upload", "big", s(&src), "--json"]));
+    // Over HTTP, as from another machine: the bytes the server receives are
+    // counted (local ingest has its own test).
+    let first = json(&c.ok(&home, &["data", "upload", "big", s(&src), "--over-http", "--json"]));
     let total = first["upload"]["bytes_total"].as_u64().unwrap();
     assert_eq!(first["upload"]["bytes_sent"].as_u64().unwrap(), total);
     let before = received(&c);
@@ -164,7 +166,7 @@ fn a_new_version_sends_only_the_changed_chunks() {
     let mut data = std::fs::read(src.join("part-2.bin")).unwrap();
     data[2 * MIB..2 * MIB + 100].copy_from_slice(&[7u8; 100]);
     std::fs::write(src.join("part-2.bin"), &data).unwrap();
-    let out = c.podder(&home, &["data", "upload", "big", s(&src), "-m", "patched"]);
+    let out = c.podder(&home, &["data", "upload", "big", s(&src), "-m", "patched", "--over-http"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let line = stdout(&out);
     assert!(line.starts_with("uploaded big@2: 4 files, 16.0 MiB (sent "), "{line}");
@@ -180,6 +182,57 @@ fn a_new_version_sends_only_the_changed_chunks() {
     let dl1 = home.join("v1");
     c.ok(&home, &["data", "download", "big@1", s(&dl1)]);
     assert_eq!(std::fs::read(dl1.join("part-2.bin")).unwrap(), random(4 * MIB + 2, 12));
+}
+
+#[test]
+fn large_files_go_to_a_server_on_this_machine_by_descriptor() {
+    let c = Cluster::start(30);
+    let home = c.tmp.path().to_path_buf();
+    let src = home.join("mixed");
+    put(&src, "shards/a.bin", &random(5 * MIB + 3, 41), 0o644);
+    put(&src, "shards/b.bin", &random(6 * MIB, 42), 0o755);
+    put(&src, "small/c.txt", &random(70_000, 43), 0o600);
+    put(&src, "small/empty", b"", 0o644);
+    std::fs::create_dir_all(src.join("empty-dir")).unwrap();
+    let small = 70_000u64;
+    // Old enough for the stat cache to trust it at the second upload.
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(src.join("shards/a.bin")).unwrap().set_modified(an_hour_ago).unwrap();
+
+    let out = json(&c.ok(&home, &["data", "upload", "mixed", s(&src), "--json"]));
+    let up = &out["upload"];
+    assert_eq!((up["local_files"].as_u64(), up["local_bytes"].as_u64()), (Some(2), Some(11 * MIB as u64 + 3)));
+    assert_eq!(up["bytes_sent"].as_u64().unwrap(), 11 * MIB as u64 + 3 + small, "{out}");
+    // Only the small file's bytes crossed HTTP; the server read the rest.
+    assert_eq!(received(&c), small);
+    let dl = home.join("dl");
+    c.ok(&home, &["data", "download", "mixed@1", s(&dl)]);
+    assert_eq!(tree(&dl), tree(&src), "byte-identical, with modes and empty entries");
+
+    // 100 bytes changed in one large file: the server reads that file
+    // again (not the other), and stores only the chunks around the change.
+    let mut data = std::fs::read(src.join("shards/b.bin")).unwrap();
+    data[3 * MIB..3 * MIB + 100].copy_from_slice(&[9u8; 100]);
+    std::fs::write(src.join("shards/b.bin"), &data).unwrap();
+    let line = c.ok(&home, &["data", "upload", "mixed", s(&src)]);
+    assert!(line.contains("the server read 1 large file (6.0 MiB) from this machine itself"), "{line}");
+    let second = json(&c.ok(&home, &["data", "versions", "mixed", "--json"]));
+    assert_eq!(second.as_array().unwrap().len(), 2);
+    let dl2 = home.join("dl2");
+    c.ok(&home, &["data", "download", "mixed@2", s(&dl2)]);
+    assert_eq!(std::fs::read(dl2.join("shards/b.bin")).unwrap(), data);
+    assert_eq!(received(&c), small, "nothing more over HTTP");
+
+    // --over-http sends every byte, as from another machine.
+    let out = json(&c.ok(&home, &["data", "upload", "other", s(&src), "--over-http", "--rehash", "--json"]));
+    assert_eq!(out["upload"]["local_files"], 0);
+    assert_eq!(out["upload"]["bytes_sent"], 0, "the server holds every chunk already: {out}");
+
+    // A server started with --no-local-ingest takes every byte over HTTP.
+    let c2 = Cluster::server_only_with(30, &["--no-local-ingest"]);
+    let out = json(&c2.ok(&home, &["data", "upload", "mixed", s(&src), "--rehash", "--json"]));
+    assert_eq!(out["upload"]["local_files"], 0);
+    assert_eq!(received(&c2), 11 * MIB as u64 + 3 + small);
 }
 
 #[test]
@@ -199,7 +252,7 @@ fn a_killed_upload_resumes_and_sends_only_the_rest() {
 
     let mut child = c
         .cmd(&home)
-        .args(["data", "upload", "huge", s(&src)])
+        .args(["data", "upload", "huge", s(&src), "--over-http"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -227,7 +280,7 @@ fn a_killed_upload_resumes_and_sends_only_the_rest() {
     let listed = json(&c.ok(&home, &["data", "list", "--json"]));
     assert!(listed.as_array().unwrap().iter().all(|d| d["latest"].is_null()), "{listed}");
 
-    let again = json(&c.ok(&home, &["data", "upload", "huge", s(&src), "--json"]));
+    let again = json(&c.ok(&home, &["data", "upload", "huge", s(&src), "--over-http", "--json"]));
     let second = again["upload"]["bytes_sent"].as_u64().unwrap();
     assert!(second < total, "the second run sent everything again");
     assert_eq!(received(&c), first + second);

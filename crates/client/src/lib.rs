@@ -8,6 +8,7 @@ mod datasets;
 mod envs;
 mod error;
 mod frames;
+pub mod local;
 mod pipelines;
 pub mod transfer;
 
@@ -30,6 +31,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Hand large files to a server on this machine by descriptor (see
+    /// [`local`]); on unless turned off.
+    local_ingest: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -51,11 +55,31 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .map_err(ClientError::Http)?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string(), local_ingest: true })
+    }
+
+    /// Turns handing files to a server on this machine by descriptor on or
+    /// off (off: every byte of an upload goes over HTTP).
+    pub fn with_local_ingest(mut self, on: bool) -> Client {
+        self.local_ingest = on;
+        self
+    }
+
+    pub fn local_ingest_enabled(&self) -> bool {
+        self.local_ingest
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The server's socket for files handed over by descriptor.
+    pub async fn local_ingest(&self) -> Result<LocalIngest> {
+        self.get("/chunks/local").await
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {

@@ -51,8 +51,14 @@ pub struct UploadReport {
     pub files: usize,
     pub bytes_total: u64,
     pub chunks_total: usize,
+    /// Chunks (and bytes) the server did not have: sent over HTTP, or
+    /// stored by the server from files handed over by descriptor.
     pub chunks_sent: usize,
     pub bytes_sent: u64,
+    /// Files handed to the server on this machine by descriptor (see
+    /// [`crate::local`]), and their bytes, new or not.
+    pub local_files: usize,
+    pub local_bytes: u64,
 }
 
 /// A chunk to send: where to read it, and its bytes when the scan kept them

@@ -62,6 +62,17 @@ pub struct ChunksStored {
     pub bytes: u64,
 }
 
+/// Answer of `GET /chunks/local`: the Unix socket through which a client on
+/// the server's machine may hand it files by descriptor (see
+/// `podder_store::ingest`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocalIngest {
+    pub socket: String,
+    /// Names this server process; its socket's `hello` answers the same, so
+    /// a client knows the socket belongs to the server it talks to.
+    pub instance: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ManifestCommitted {
     pub id: ManifestId,

@@ -39,6 +39,18 @@ pub fn routes() -> Router<AppState> {
         .route("/chunks", post(upload))
         .route("/chunks/missing", post(missing).layer(DefaultBodyLimit::max(LIST_LIMIT)))
         .route("/chunks/fetch", post(fetch).layer(DefaultBodyLimit::max(LIST_LIMIT)))
+        .route("/chunks/local", axum::routing::get(local))
+}
+
+/// Where a client on this machine may hand files over by descriptor (see
+/// `ingest`); 404 when this server does not listen for that.
+async fn local(State(state): State<AppState>) -> ApiResult<Json<podder_core::api::LocalIngest>> {
+    match state.ingest_socket.get() {
+        Some((path, instance)) => {
+            Ok(Json(podder_core::api::LocalIngest { socket: path.display().to_string(), instance: instance.clone() }))
+        }
+        None => Err(ApiError::not_found("this server takes no files by descriptor: upload over HTTP")),
+    }
 }
 
 /// The ids among `ids` that the store lacks, in their order.

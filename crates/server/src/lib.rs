@@ -25,6 +25,7 @@ mod envs;
 mod error;
 mod gc;
 mod grace;
+mod ingest;
 mod jobs;
 mod logs;
 mod manifests;
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     /// The clock of pipeline schedules, retry delays and runs; `None`: the
     /// system clock. Tests pass a [`ManualClock`] and move it by hand.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Where [`Server::serve`] listens for files handed over by descriptor
+    /// by clients on this machine (see `ingest`); `None`: it does not.
+    pub ingest_socket: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -99,6 +103,7 @@ impl ServerConfig {
             quota_bytes: None,
             gc_grace: Self::DEFAULT_GC_GRACE,
             clock: None,
+            ingest_socket: None,
         }
     }
 
@@ -211,6 +216,7 @@ impl Server {
         self.seed().await?;
         let reaper = tokio::spawn(reaper::run(self.state.clone(), self.state.shutdown_signal()));
         let cron = tokio::spawn(scheduler::cron::run(self.state.clone(), self.state.shutdown_signal()));
+        let ingest = ingest::start(&self.state);
         scheduler::recover(&self.state).await;
         let stop = self.state.shutdown.clone();
         let signal = async move {
@@ -221,6 +227,9 @@ impl Server {
         self.state.shutdown.send_replace(true);
         let _ = reaper.await;
         let _ = cron.await;
+        if let Some(ingest) = ingest {
+            let _ = ingest.await;
+        }
         served.context("the HTTP server failed")
     }
 }

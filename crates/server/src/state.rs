@@ -49,6 +49,9 @@ pub struct Inner {
     /// What this server last wrote to each agent's row (queue, inventory,
     /// when), so that lease requests skip an unchanged, recent write.
     pub agents_seen: Mutex<HashMap<String, SeenAgent>>,
+    /// The ingest socket, once it listens, and the random name of this
+    /// server process that its `hello` answers with (see `ingest`).
+    pub ingest_socket: std::sync::OnceLock<(std::path::PathBuf, String)>,
 }
 
 /// An agent's row as this server last wrote it.
@@ -87,6 +90,7 @@ impl AppState {
             job_control: Waiters::new(),
             shutdown: watch::channel(false).0,
             agents_seen: Mutex::new(HashMap::new()),
+            ingest_socket: std::sync::OnceLock::new(),
         }))
     }
 }

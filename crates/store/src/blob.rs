@@ -30,6 +30,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Stores uncompressed chunk bytes under `id` after checking that they
     /// hash to it. Returns true if the chunk was new.
     async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError>;
+    /// [`BlobStore::put_chunk`] for bytes the caller itself hashed into
+    /// `id` (the server, chunking a file it read): backends may skip the
+    /// check. Never for bytes that arrived with their id from elsewhere.
+    async fn put_hashed(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError> {
+        self.put_chunk(id, data).await
+    }
     /// The uncompressed bytes of a chunk.
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError>;
     async fn has_chunk(&self, id: ChunkId) -> Result<bool, StoreError>;

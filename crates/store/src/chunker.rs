@@ -98,10 +98,11 @@ pub fn chunk_reader(reader: impl Read, z: Sizes) -> io::Result<Vec<ChunkRef>> {
 }
 
 /// Cuts everything `reader` yields into chunks of sizes `z` (as
-/// [`chunk_bytes`] would cut it whole, given the file's size), and hands each to `emit` with its bytes, in order; `emit`
-/// returning false stops early. The input is read [`WINDOW`] bytes at a time
-/// into fresh buffers that the chunks' bytes share (no copy but the one
-/// from the kernel), so a caller may keep them, e.g. to send them on.
+/// [`chunk_bytes`] would cut it whole, given the file's size), and hands
+/// each to `emit` with its bytes, in order; `emit` returning false stops
+/// early. The input is read [`WINDOW`] bytes at a time into pooled buffers
+/// that the chunks' bytes share (no copy but the one from the kernel), so a
+/// caller may keep them, e.g. to send them on.
 pub fn chunk_stream(
     mut reader: impl Read,
     z: Sizes,
@@ -112,14 +113,13 @@ pub fn chunk_stream(
     loop {
         // A new window starts with what the last one could not cut yet.
         let mut buf = Window::take(WINDOW.max(carry.len() + z.max));
-        buf.extend_from_slice(&carry);
-        let want = (buf.capacity() - buf.len()) as u64;
-        // `read_to_end` stops only at the limit or at the end of the input.
-        let eof = ((&mut reader).take(want).read_to_end(&mut buf)? as u64) < want;
-        if buf.is_empty() {
+        buf.buf[..carry.len()].copy_from_slice(&carry);
+        buf.len = carry.len();
+        let eof = buf.fill(&mut reader)?;
+        if buf.len == 0 {
             return Ok(());
         }
-        let window = Bytes::from_owner(Window(buf));
+        let window = Bytes::from_owner(buf);
         let cdc = FastCDC::new(&window, z.min, z.avg, z.max);
         let mut pos = 0;
         // A cut is final only with a whole `z.max` (or the end of the input)
@@ -142,11 +142,16 @@ pub fn chunk_stream(
     }
 }
 
-/// A window's buffer. Dropped (once every chunk that shares it is), it goes
-/// back to a small pool instead of to the allocator: a fresh 8 MiB buffer
-/// costs a page fault and a zeroed page per 4 KiB, which showed up as a
-/// tenth of a large upload's CPU time.
-struct Window(Vec<u8>);
+/// A window: a buffer, of which the first `len` bytes are the input's. Its
+/// buffer is always initialized in full, so reading into it needs no
+/// zeroing, and dropped (once every chunk that shares it is), it goes back
+/// to a small pool instead of to the allocator: a fresh 8 MiB buffer costs
+/// a page fault and a zeroed page per 4 KiB, which showed up as a tenth of
+/// a large upload's CPU time.
+struct Window {
+    buf: Vec<u8>,
+    len: usize,
+}
 
 /// At most this many buffers are kept for reuse.
 const POOLED_WINDOWS: usize = 48;
@@ -154,23 +159,33 @@ const POOLED_WINDOWS: usize = 48;
 static WINDOWS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 impl Window {
-    /// An empty buffer with at least `capacity` bytes of room.
-    fn take(capacity: usize) -> Vec<u8> {
+    /// An empty window of at least `size` bytes.
+    fn take(size: usize) -> Window {
         let pooled = WINDOWS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match pooled {
-            Some(mut v) => {
-                v.clear();
-                v.reserve(capacity);
-                v
-            }
-            None => Vec::with_capacity(capacity),
+        let mut buf = pooled.unwrap_or_default();
+        if buf.len() < size {
+            buf.resize(size, 0);
         }
+        Window { buf, len: 0 }
+    }
+
+    /// Reads until the window is full or the input ends; true at the end.
+    fn fill(&mut self, reader: &mut impl Read) -> io::Result<bool> {
+        while self.len < self.buf.len() {
+            match reader.read(&mut self.buf[self.len..]) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 }
 
 impl AsRef<[u8]> for Window {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.buf[..self.len]
     }
 }
 
@@ -178,7 +193,7 @@ impl Drop for Window {
     fn drop(&mut self) {
         let mut pool = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOLED_WINDOWS {
-            pool.push(std::mem::take(&mut self.0));
+            pool.push(std::mem::take(&mut self.buf));
         }
     }
 }

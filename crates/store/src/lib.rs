@@ -14,6 +14,7 @@
 
 pub mod blob;
 pub mod chunker;
+pub mod ingest;
 pub mod local;
 pub mod materialize;
 pub mod memory;

@@ -350,6 +350,10 @@ impl BlobStore for PackStore {
         let s = self.clone();
         blocking(move || s.inner.put(id, &data)).await
     }
+    async fn put_hashed(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError> {
+        let s = self.clone();
+        blocking(move || s.inner.put_unchecked(id, &data)).await
+    }
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
         let s = self.clone();
         blocking(move || s.inner.get(id).map(Bytes::from)).await

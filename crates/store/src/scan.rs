@@ -19,6 +19,7 @@ use podder_core::{ChunkId, Entry, EntryKind, Manifest};
 
 pub use crate::chunker::ChunkRef;
 use crate::chunker::{chunk_bytes, chunk_stream, sizes_for};
+use crate::ingest::{Ingest, IngestError, Ingested};
 use crate::statcache::{StatCache, unix_ns};
 use walk::{FileJob, walk};
 
@@ -82,6 +83,10 @@ pub enum ScanError {
     Problems { problems: Vec<String>, ignore_files: bool },
     #[error("the scan was stopped before it ended")]
     Stopped,
+    /// The server on this machine could not store a file handed to it (see
+    /// [`crate::ingest`]).
+    #[error("the server could not store {path}: {reason}")]
+    Ingest { path: String, reason: String },
 }
 
 fn problems_message(problems: &[String], ignore_files: bool) -> String {
@@ -139,6 +144,14 @@ pub trait ScanObserver: Sync {
     /// them again (each shares the buffer its file was read into, so keep
     /// only what will be used soon).
     fn chunks(&self, _path: &Path, _chunks: &[ChunkRef], _data: &[Bytes], _cached: bool) {}
+    /// A file was handed to the server on this machine (see [`Self::ingest`]),
+    /// which chunked and stored it: its chunks are on the server already.
+    fn ingested(&self, _path: &Path, _got: &Ingested) {}
+    /// Where to hand files of [`crate::ingest::MIN_FILE`] bytes and more
+    /// instead of hashing them here, if anywhere.
+    fn ingest(&self) -> Option<&dyn Ingest> {
+        None
+    }
     /// A file is done: hashed, or found in the stat cache (`cached`).
     fn file_done(&self, _size: u64, _cached: bool) {}
     /// True stops the scan early (it then fails with [`ScanError::Stopped`]).
@@ -222,7 +235,12 @@ pub fn scan_tree_with(
                 stats.hashed_bytes += refs.iter().map(|r| u64::from(r.len)).sum::<u64>();
                 known[i] = Some(refs);
             }
-            Err(e) => problems.push(format!("{}: cannot be read: {e}", file.rel)),
+            Err(e) => {
+                if let Some(IngestError(reason)) = e.get_ref().and_then(|r| r.downcast_ref::<IngestError>()) {
+                    return Err(ScanError::Ingest { path: file.rel.clone(), reason: reason.clone() });
+                }
+                problems.push(format!("{}: cannot be read: {e}", file.rel))
+            }
         }
     }
     if !problems.is_empty() {
@@ -285,7 +303,7 @@ fn hash_files(
                             break;
                         }
                         let file = &files[todo[i]];
-                        let res = chunk_observed(&file.abs, observer);
+                        let res = chunk_observed(file, observer);
                         if let Ok(refs) = &res {
                             observer.file_done(refs.iter().map(|r| u64::from(r.len)).sum(), false);
                         }
@@ -308,10 +326,20 @@ fn hash_files(
 }
 
 /// Chunks one file, telling `observer` its chunks as they are cut: a small
-/// file at once, a large one every few chunks while it is streamed.
-fn chunk_observed(path: &Path, observer: &dyn ScanObserver) -> io::Result<Vec<ChunkRef>> {
+/// file at once, a large one every few chunks while it is streamed, or, when
+/// the observer has somewhere to hand large files, all at once after the
+/// server stored them.
+fn chunk_observed(job: &FileJob, observer: &dyn ScanObserver) -> io::Result<Vec<ChunkRef>> {
+    let path = job.abs.as_path();
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
+    if len >= crate::ingest::MIN_FILE
+        && let Some(ingest) = observer.ingest()
+    {
+        let got = ingest.ingest(&file, len, &job.rel)?;
+        observer.ingested(path, &got);
+        return Ok(got.chunks);
+    }
     if len <= STREAM_ABOVE {
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;

@@ -14,8 +14,8 @@ use crate::display;
 pub async fn run(ctx: &Ctx, cmd: DataCmd) -> Result<i32> {
     match cmd {
         DataCmd::Create { name, description } => create(ctx, &name, &description).await,
-        DataCmd::Upload { name, dir, message, rehash, json } => {
-            super::data_upload::run(ctx, &name, dir, message, rehash, json).await
+        DataCmd::Upload { name, dir, message, rehash, over_http, json } => {
+            super::data_upload::run(ctx, &name, dir, message, rehash, over_http, json).await
         }
         DataCmd::List { json } => list(ctx, json).await,
         DataCmd::Versions { name, json } => versions(ctx, &name, json).await,

@@ -26,6 +26,7 @@ pub async fn run(
     dir: PathBuf,
     message: Option<String>,
     rehash: bool,
+    over_http: bool,
     json: bool,
 ) -> Result<i32> {
     let d = DatasetArg::parse_name(ctx, name)?;
@@ -42,7 +43,8 @@ pub async fn run(
     // are for code.
     let opts = ScanOptions { respect_ignore: false, max_bytes: None, threads: 0 };
     let label = format!("uploading {}", d.short(ctx));
-    let (tree, report) = scan_and_upload(&ctx.client, &dir, &opts, &label, !rehash).await?;
+    let client = if over_http { ctx.client.clone().with_local_ingest(false) } else { ctx.client.clone() };
+    let (tree, report) = scan_and_upload(&client, &dir, &opts, &label, !rehash).await?;
     let ds = ensure(ctx, &d, existing).await?;
     let manifest = report.manifest.expect("a finished upload has a manifest");
     // The same tree as the newest version makes no new version.
@@ -70,8 +72,16 @@ pub async fn run(
             display::bytes(report.bytes_total)
         );
     } else {
+        let local = match report.local_files {
+            0 => String::new(),
+            n => format!(
+                "; the server read {n} large file{} ({}) from this machine itself",
+                if n == 1 { "" } else { "s" },
+                display::bytes(report.local_bytes)
+            ),
+        };
         println!(
-            "uploaded {}: {} files, {} (sent {} of {} chunks, {})",
+            "uploaded {}: {} files, {} (sent {} of {} chunks, {}{local})",
             version_name(ctx, &v),
             report.files,
             display::bytes(report.bytes_total),

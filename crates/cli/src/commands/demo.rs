@@ -33,6 +33,7 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         cache_bytes: None,
         executor: "process".into(),
         gpus: "auto".into(),
+        no_local_ingest: false,
     };
     let started = super::serve::start(&args).await?;
     let url = started.url.clone();

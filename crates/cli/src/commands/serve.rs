@@ -42,6 +42,7 @@ pub async fn start(args: &ServeArgs) -> Result<Started> {
         public_url: Some(url.clone()),
         quota_bytes: args.quota_bytes,
         gc_grace: Duration::from_secs(args.gc_grace),
+        ingest_socket: (!args.no_local_ingest).then(|| data_dir.join(podder_store::ingest::SOCKET_NAME)),
         ..ServerConfig::new(data_dir.clone())
     })
     .await?;

@@ -24,13 +24,30 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use podder_core::ChunkId;
+use podder_store::ingest::{Ingest, Ingested};
 use podder_store::scan::{ChunkRef, ChunkSource, ScanObserver, ScanOptions, ScannedTree, scan_tree_with};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Batch, Outgoing, Progress, SEND_BATCH_BYTES, UploadReport, send_batches, upload_tree};
+use crate::local::LocalIngest;
 use crate::{Client, ClientError, Result};
 
+/// Where a file's chunks reported by the scan come from.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    /// Cut and hashed here: to be asked about and sent.
+    Hashed,
+    /// From the stat cache: asked about after the scan (see the module docs).
+    Cached,
+    /// Handed to the server on this machine, which stored them: `new` of
+    /// them (`new_bytes`) were new to it.
+    Stored { new: u64, new_bytes: u64 },
+}
+
+/// Scanning threads at least, when large files go to a server on this
+/// machine by descriptor.
+const INGEST_THREADS: usize = 4;
 /// Ask as soon as this many new chunk ids are waiting...
 const ASK_IDS: usize = 8192;
 /// ...or this many bytes of new chunks (one request body's worth)...
@@ -141,7 +158,8 @@ impl Drop for Held {
 
 /// Feeds the scan's chunks to the asker, and its counts to the progress bar.
 struct Feed {
-    tx: mpsc::UnboundedSender<(Batch, bool)>,
+    tx: mpsc::UnboundedSender<(Batch, Origin)>,
+    ingest: Option<LocalIngest>,
     stop: Arc<AtomicBool>,
     budget: Arc<Budget>,
     progress: Arc<dyn Progress>,
@@ -168,7 +186,28 @@ impl ScanObserver for Feed {
                 data: data.next().zip(budget.as_ref()).map(|(d, b)| Held { data: d.clone(), budget: b.clone() }),
             })
             .collect();
-        if self.tx.send((batch, cached)).is_err() {
+        let origin = if cached { Origin::Cached } else { Origin::Hashed };
+        if self.tx.send((batch, origin)).is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn ingest(&self) -> Option<&dyn Ingest> {
+        self.ingest.as_ref().map(|i| i as &dyn Ingest)
+    }
+
+    fn ingested(&self, path: &Path, got: &Ingested) {
+        let batch: Batch = got
+            .chunks
+            .iter()
+            .map(|r| Outgoing {
+                id: r.id,
+                src: ChunkSource { path: path.to_path_buf(), offset: r.offset, len: r.len },
+                data: None,
+            })
+            .collect();
+        let origin = Origin::Stored { new: got.new_chunks, new_bytes: got.new_bytes };
+        if self.tx.send((batch, origin)).is_err() {
             self.stop.store(true, Ordering::Relaxed);
         }
     }
@@ -198,13 +237,19 @@ pub async fn upload_dir(
     let stop = Arc::new(AtomicBool::new(false));
     let feed = Feed {
         tx,
+        ingest: LocalIngest::discover(client).await,
         stop: stop.clone(),
         budget: Arc::new(Budget::new()),
         progress: progress.clone(),
         files_total: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
     };
-    let (root_owned, opts) = (root.to_path_buf(), opts.clone());
+    let (root_owned, mut opts) = (root.to_path_buf(), opts.clone());
+    if feed.ingest.is_some() && opts.threads == 0 {
+        // Threads that hand files over mostly wait for the server: a few
+        // more files in flight keep its cores busy while one waits on a write.
+        opts.threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(INGEST_THREADS);
+    }
     // The feed (and with it the channel) is dropped when the scan returns.
     let mut scan =
         tokio::task::spawn_blocking(move || scan_tree_with(&root_owned, &opts, stat_cache.as_deref(), &feed));
@@ -243,6 +288,8 @@ pub async fn upload_dir(
         chunks_total: sent.distinct,
         chunks_sent: sent.chunks,
         bytes_sent: sent.bytes,
+        local_files: sent.local_files,
+        local_bytes: sent.local_bytes,
     };
     match client.commit_manifest(&tree.manifest).await {
         Ok(c) => {
@@ -274,6 +321,9 @@ struct Sent {
     /// Bytes of the chunks never asked about (every file came from the stat
     /// cache): they count as done once the manifest commits.
     unasked_bytes: u64,
+    /// Files the server on this machine stored by descriptor, and their bytes.
+    local_files: usize,
+    local_bytes: u64,
 }
 
 /// The asker: gathers new chunk ids from the scan, asks the server which it
@@ -281,7 +331,7 @@ struct Sent {
 /// files wait for the end of the scan (see the module docs).
 async fn send_all(
     client: &Client,
-    mut chunks: mpsc::UnboundedReceiver<(Batch, bool)>,
+    mut chunks: mpsc::UnboundedReceiver<(Batch, Origin)>,
     progress: &dyn Progress,
 ) -> Result<Sent> {
     let (tx, rx) = mpsc::channel::<Batch>(2);
@@ -291,6 +341,8 @@ async fn send_all(
         let mut pending_bytes = 0u64;
         let mut deferred: Batch = Vec::new();
         let mut hashed_any = false;
+        let (mut stored_chunks, mut stored_bytes) = (0usize, 0u64);
+        let (mut local_files, mut local_bytes) = (0usize, 0u64);
         let mut deadline = Instant::now();
         loop {
             let next = if pending.is_empty() {
@@ -305,8 +357,20 @@ async fn send_all(
                     }
                 }
             };
-            let Some((batch, cached)) = next else { break };
+            let Some((batch, origin)) = next else { break };
+            let cached = matches!(origin, Origin::Cached);
             hashed_any |= !cached;
+            if let Origin::Stored { new, new_bytes } = origin {
+                // On the server already: nothing to ask or send.
+                (stored_chunks, stored_bytes) = (stored_chunks + new as usize, stored_bytes + new_bytes);
+                local_files += 1;
+                local_bytes += batch.iter().map(|c| u64::from(c.src.len)).sum::<u64>();
+                for chunk in batch {
+                    seen.insert(chunk.id);
+                    progress.advance(u64::from(chunk.src.len));
+                }
+                continue;
+            }
             for chunk in batch {
                 if !seen.insert(chunk.id) {
                     // Another file already brought this chunk.
@@ -338,10 +402,18 @@ async fn send_all(
         } else {
             unasked_bytes = deferred.iter().map(|c| u64::from(c.src.len)).sum();
         }
-        Ok::<_, ClientError>((seen.len(), unasked_bytes))
+        Ok::<_, ClientError>((seen.len(), unasked_bytes, (stored_chunks, stored_bytes), (local_files, local_bytes)))
     };
-    let ((distinct, unasked_bytes), (chunks, bytes)) = tokio::try_join!(asking, send_batches(client, rx, progress))?;
-    Ok(Sent { distinct, chunks, bytes, unasked_bytes })
+    let ((distinct, unasked_bytes, stored, local), (chunks, bytes)) =
+        tokio::try_join!(asking, send_batches(client, rx, progress))?;
+    Ok(Sent {
+        distinct,
+        chunks: chunks + stored.0,
+        bytes: bytes + stored.1,
+        unasked_bytes,
+        local_files: local.0,
+        local_bytes: local.1,
+    })
 }
 
 /// One `missing` request; what the server has counts as done at once, what

@@ -65,6 +65,11 @@ impl Active {
 impl Inner {
     pub(super) fn put(&self, id: ChunkId, data: &[u8]) -> Result<bool, StoreError> {
         check_chunk(id, data)?;
+        self.put_unchecked(id, data)
+    }
+
+    /// [`Inner::put`] of bytes the caller hashed into `id` itself.
+    pub(super) fn put_unchecked(&self, id: ChunkId, data: &[u8]) -> Result<bool, StoreError> {
         let raw_len = u32::try_from(data.len())
             .map_err(|_| StoreError::Invalid(format!("chunk {id} is {} bytes, more than 4 GiB", data.len())))?;
         if read(&self.index).contains_key(&id) || (self.has_loose && self.loose.has_chunk_sync(id)?) {

@@ -1,0 +1,173 @@
+//! Local ingest (files handed over by descriptor on a Unix socket): who may
+//! use it, what the server refuses, and that what it stores is what a
+//! client would have cut and sent.
+
+mod common;
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use common::TestServer;
+use podder_core::ChunkId;
+use podder_core::api::{ChunkList, LocalIngest, frames};
+use podder_store::chunker::chunk_file;
+use podder_store::ingest::{Reply, Request, parse, recv, send};
+use reqwest::StatusCode;
+
+async fn ingest_server() -> TestServer {
+    TestServer::with_config(|c| c.ingest_socket = Some(c.data_dir.join("ingest.sock"))).await
+}
+
+fn ask(sock: &UnixStream, req: &Request, fd: Option<&File>) -> Reply {
+    send(sock, req, fd.map(|f| f.as_fd())).unwrap();
+    let (body, _) = recv(sock).unwrap().expect("an answer");
+    parse(&body).unwrap()
+}
+
+fn hello(path: &Path, token: &str) -> (UnixStream, Reply) {
+    let sock = UnixStream::connect(path).unwrap();
+    let reply = ask(&sock, &Request::Hello { token: token.into() }, None);
+    (sock, reply)
+}
+
+fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let mut data = vec![0u8; len];
+    getrandom::fill(&mut data).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Runs blocking socket work off the runtime the server's ingest threads use.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_is_named_only_to_callers_with_a_token() {
+    let ts = ingest_server().await;
+    let r = ts.client.get(format!("{}/api/v1/chunks/local", ts.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    assert!(info.socket.ends_with("ingest.sock"), "{}", info.socket);
+    assert_eq!(info.instance.len(), 32);
+
+    // A server without a socket says so.
+    let plain = TestServer::start().await;
+    let r = plain.get(&plain.admin, "/chunks/local").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_must_say_hello_with_a_valid_token_first() {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let path = PathBuf::from(&info.socket);
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "f", 100_000);
+    blocking(move || {
+        // A file before hello: refused, and the connection is closed.
+        let sock = UnixStream::connect(&path).unwrap();
+        let f = File::open(&file).unwrap();
+        let reply = ask(&sock, &Request::File { size: 100_000, path: "f".into() }, Some(&f));
+        assert!(reply.error.unwrap().contains("first message must be a hello"));
+        assert!(recv(&sock).unwrap().is_none(), "closed after the refusal");
+
+        let (sock, reply) = hello(&path, "not-a-token");
+        assert!(reply.error.unwrap().contains("API token is not valid"));
+        assert!(recv(&sock).unwrap().is_none());
+
+        let (_, reply) = hello(&path, &alice);
+        assert_eq!(reply.error, None);
+        assert_eq!(reply.owner.as_deref(), Some("alice"));
+        assert_eq!(reply.instance, Some(info.instance));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_file_is_stored_as_a_client_would_cut_it() {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "big.bin", 5 * 1024 * 1024 + 17);
+    let expected = chunk_file(&file).unwrap();
+    let (path, token) = (PathBuf::from(&info.socket), alice.clone());
+    let (first, second) = blocking(move || {
+        let (sock, _) = hello(&path, &token);
+        let f = File::open(&file).unwrap();
+        let size = f.metadata().unwrap().len();
+        let first = ask(&sock, &Request::File { size, path: "big.bin".into() }, Some(&f));
+        // The same file again, on the same connection: nothing new.
+        let second = ask(&sock, &Request::File { size, path: "big.bin".into() }, Some(&f));
+        (first, second)
+    })
+    .await;
+    assert_eq!(first.error, None);
+    assert_eq!(first.chunk_refs().unwrap(), expected, "the same cuts and ids as the client's chunker");
+    assert_eq!(first.new_chunks, expected.len() as u64);
+    assert_eq!(first.new_bytes, 5 * 1024 * 1024 + 17);
+    assert_eq!((second.new_chunks, second.new_bytes), (0, 0));
+    assert_eq!(second.ids, first.ids);
+
+    // The store holds every chunk, and they read back as the file's bytes.
+    let ids: Vec<ChunkId> = expected.iter().map(|r| r.id).collect();
+    let r = ts.post(&alice, "/chunks/missing").json(&ChunkList { chunks: ids.clone() }).send().await.unwrap();
+    assert!(r.json::<ChunkList>().await.unwrap().chunks.is_empty());
+    let r = ts.post(&alice, "/chunks/fetch").json(&ChunkList { chunks: ids }).send().await.unwrap();
+    let body = r.bytes().await.unwrap();
+    let (mut at, mut fetched) = (0, Vec::new());
+    while at < body.len() {
+        let header: &[u8; frames::HEADER] = body[at..at + frames::HEADER].try_into().unwrap();
+        let (_, len) = frames::parse_header(header);
+        at += frames::HEADER;
+        fetched.extend_from_slice(&body[at..at + len]);
+        at += len;
+    }
+    assert!(fetched == std::fs::read(dir.path().join("big.bin")).unwrap(), "the chunks read back as the file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_a_regular_file_of_the_stated_size_is_refused() {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "f.bin", 300_000);
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::RUSR, 0).unwrap();
+    let (path, d) = (PathBuf::from(&info.socket), dir.path().to_path_buf());
+    let replies = blocking(move || {
+        let (sock, _) = hello(&path, &alice);
+        let req = |size: u64, name: &str| Request::File { size, path: name.into() };
+        let f = File::open(&file).unwrap();
+        let wrong_size = ask(&sock, &req(1000, "f.bin"), Some(&f));
+        let directory = ask(&sock, &req(0, "d"), Some(&File::open(&d).unwrap()));
+        // Opened without blocking, so that the test itself does not wait
+        // for a writer; the server must not read it either.
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        let pipe = ask(&sock, &req(0, "fifo"), Some(&fifo));
+        let no_fd = ask(&sock, &req(300_000, "f.bin"), None);
+        // The connection still works after the refusals.
+        let fine = ask(&sock, &req(300_000, "f.bin"), Some(&f));
+        [wrong_size, directory, pipe, no_fd, fine]
+    })
+    .await;
+    let errors: Vec<String> = replies.iter().map(|r| r.error.clone().unwrap_or_default()).collect();
+    assert!(errors[0].contains("f.bin: it changed during the upload"), "{}", errors[0]);
+    assert!(errors[1].contains("not a regular file"), "{}", errors[1]);
+    assert!(errors[2].contains("not a regular file"), "{}", errors[2]);
+    assert!(errors[3].contains("needs exactly one descriptor"), "{}", errors[3]);
+    assert_eq!(errors[4], "");
+    assert_eq!(replies[4].new_bytes, 300_000);
+}
