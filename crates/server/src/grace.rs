@@ -72,6 +72,11 @@ impl Grace {
         self.lock.read().await
     }
 
+    /// [`Grace::hold`] from a thread outside the async runtime.
+    pub fn hold_blocking(&self) -> RwLockReadGuard<'_, ()> {
+        self.lock.blocking_read()
+    }
+
     /// Held by a collection while it computes and deletes.
     pub async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
         self.lock.write().await

@@ -12,10 +12,10 @@
 //!
 //! Each connection has a thread of its own (not one of tokio's blocking
 //! threads, which would hold up the runtime's shutdown while a client keeps
-//! its connection open); the chunks' writes run on the runtime, a few at a
-//! time, while the thread cuts the next ones.
+//! its connection open), which cuts and hashes; a second thread writes the
+//! chunks meanwhile, straight to the store's files where the store allows
+//! (no hop through the runtime per chunk).
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -23,8 +23,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
+use podder_core::ChunkId;
 use podder_meta::TokenHash;
-use podder_store::StoreError;
 use podder_store::chunker::{chunk_stream, sizes_for};
 use podder_store::ingest::{PositionalReader, Reply, Request, check_file, parse, recv, send};
 use tokio::runtime::Handle;
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Chunk writes of one file in flight at once.
+/// Chunks of one file cut and waiting for their write, at most.
 const PUTS_IN_FLIGHT: usize = 8;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(15 * 60);
@@ -158,9 +159,9 @@ fn serve(state: &AppState, rt: &Handle, sock: &UnixStream) {
     }
 }
 
-type Put = JoinHandle<Result<(bool, u32), StoreError>>;
-
-/// Chunks, hashes and stores one file read through its descriptor.
+/// Chunks, hashes and stores one file read through its descriptor: this
+/// thread cuts and hashes, a writer thread stores, with up to
+/// [`PUTS_IN_FLIGHT`] chunks between them.
 fn ingest_file(state: &AppState, rt: &Handle, file: &File, size: u64, path: &str) -> Reply {
     if let Err(why) = check_file(file, size) {
         return Reply::error(format!("{path}: {why}"));
@@ -174,44 +175,28 @@ fn ingest_file(state: &AppState, rt: &Handle, file: &File, size: u64, path: &str
         ));
     }
     let mut reply = Reply::default();
-    let mut puts: VecDeque<Put> = VecDeque::new();
-    let mut failed: Option<String> = None;
     let mut reader = PositionalReader::new(file, size);
-    let cut = chunk_stream(&mut reader, z, |r, bytes| {
-        reply.ids.push(r.id);
-        reply.lens.push(r.len);
-        if puts.len() >= PUTS_IN_FLIGHT
-            && let Err(e) = settle(rt, puts.pop_front(), &mut reply)
-        {
-            failed = Some(e);
-            return Ok(false);
-        }
-        let st = state.clone();
-        puts.push_back(rt.spawn(async move {
-            // Held per chunk, as for uploads over HTTP.
-            let hold = st.grace.hold().await;
-            let new = st.store.put_hashed(r.id, bytes).await?;
-            st.grace.chunks([r.id]);
-            drop(hold);
-            Ok((new, r.len))
-        }));
-        Ok(true)
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(ChunkId, Bytes)>(PUTS_IN_FLIGHT);
+    let (cut, written) = std::thread::scope(|s| {
+        let writer = s.spawn(move || write_chunks(state, rt, rx));
+        let cut = chunk_stream(&mut reader, z, |r, bytes| {
+            reply.ids.push(r.id);
+            reply.lens.push(r.len);
+            // A closed channel: the writer failed, and says why below.
+            Ok(tx.send((r.id, bytes)).is_ok())
+        });
+        // Every chunk sent is written (or the writer failed) before the
+        // client hears back: what was stored stays, for a retry to skip.
+        drop(tx);
+        (cut, writer.join())
     });
-    // Every write started is waited for, also after a failure: what was
-    // stored stays (a retry need not store it again), and nothing is left
-    // writing once the client hears back.
-    while let Some(put) = puts.pop_front() {
-        if let Err(e) = settle(rt, Some(put), &mut reply)
-            && failed.is_none()
-        {
-            failed = Some(e);
-        }
+    match written {
+        Ok(Ok((chunks, bytes))) => (reply.new_chunks, reply.new_bytes) = (chunks, bytes),
+        Ok(Err(e)) => return Reply::error(format!("{path}: {e}")),
+        Err(_) => return Reply::error(format!("{path}: a chunk write failed")),
     }
     if let Err(e) = cut {
         return Reply::error(format!("{path}: cannot be read: {e}"));
-    }
-    if let Some(e) = failed {
-        return Reply::error(format!("{path}: {e}"));
     }
     if reader.position() != size {
         return Reply::error(format!(
@@ -223,18 +208,28 @@ fn ingest_file(state: &AppState, rt: &Handle, file: &File, size: u64, path: &str
     reply
 }
 
-/// Waits for one write and counts what it stored.
-fn settle(rt: &Handle, put: Option<Put>, reply: &mut Reply) -> Result<(), String> {
-    let Some(put) = put else { return Ok(()) };
-    match rt.block_on(put) {
-        Ok(Ok((new, len))) => {
-            if new {
-                reply.new_chunks += 1;
-                reply.new_bytes += u64::from(len);
-            }
-            Ok(())
+/// Stores the chunks that arrive until the channel closes; returns how many
+/// (and how many bytes) were new, or the first failure (then it stops).
+fn write_chunks(
+    state: &AppState,
+    rt: &Handle,
+    rx: std::sync::mpsc::Receiver<(ChunkId, Bytes)>,
+) -> Result<(u64, u64), String> {
+    let (mut chunks, mut bytes) = (0, 0);
+    for (id, data) in rx {
+        // Held per chunk, as for uploads over HTTP.
+        let hold = state.grace.hold_blocking();
+        let stored = match state.store.put_hashed_blocking(id, &data) {
+            Some(done) => done,
+            None => rt.block_on(state.store.put_hashed(id, data.clone())),
+        };
+        let new = stored.map_err(|e| ApiError::from(e).to_string())?;
+        state.grace.chunks([id]);
+        drop(hold);
+        if new {
+            chunks += 1;
+            bytes += data.len() as u64;
         }
-        Ok(Err(e)) => Err(ApiError::from(e).to_string()),
-        Err(e) => Err(format!("a chunk write failed: {e}")),
     }
+    Ok((chunks, bytes))
 }

@@ -354,6 +354,9 @@ impl BlobStore for PackStore {
         let s = self.clone();
         blocking(move || s.inner.put_unchecked(id, &data)).await
     }
+    fn put_hashed_blocking(&self, id: ChunkId, data: &[u8]) -> Option<Result<bool, StoreError>> {
+        Some(self.inner.put_unchecked(id, data))
+    }
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
         let s = self.clone();
         blocking(move || s.inner.get(id).map(Bytes::from)).await
