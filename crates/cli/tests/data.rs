@@ -237,6 +237,22 @@ fn large_files_go_to_a_server_on_this_machine_by_descriptor() {
 
 #[test]
 fn a_killed_upload_resumes_and_sends_only_the_rest() {
+    killed_upload_resumes(true);
+}
+
+#[test]
+fn a_killed_local_ingest_resumes_and_stores_only_the_rest() {
+    killed_upload_resumes(false);
+}
+
+fn chunks_stored(c: &Cluster) -> u64 {
+    c.stats()["chunks_stored"].as_u64().unwrap()
+}
+
+/// Kills an upload of 300 MiB part-way and runs it again: over HTTP (the
+/// server's received bytes are counted) or handed to the server on this
+/// machine by descriptor (its stored chunks are counted).
+fn killed_upload_resumes(over_http: bool) {
     let c = Cluster::start(30);
     let home = c.tmp.path().to_path_buf();
     let src = home.join("huge");
@@ -249,43 +265,54 @@ fn a_killed_upload_resumes_and_sends_only_the_rest() {
         std::fs::File::options().write(true).open(src.join(&rel)).unwrap().set_modified(an_hour_ago).unwrap();
     }
     let total = 300 * MIB as u64;
+    let mut args = vec!["data", "upload", "huge", s(&src)];
+    if over_http {
+        args.push("--over-http");
+    }
+    // Bytes received over HTTP, or chunks stored from files read locally.
+    let progress = |c: &Cluster| if over_http { received(c) } else { chunks_stored(c) };
+    let started = if over_http { 20 * MIB as u64 } else { 60 };
 
-    let mut child = c
-        .cmd(&home)
-        .args(["data", "upload", "huge", s(&src), "--over-http"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = c.cmd(&home).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while received(&c) < 20 * MIB as u64 {
+    while progress(&c) < started {
         assert!(child.try_wait().unwrap().is_none(), "the upload ended before it could be killed");
         assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    // Let the server finish reading what had reached it.
-    let mut first = received(&c);
+    // Let the server finish what had reached it.
+    let mut first = progress(&c);
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = received(&c);
+        let now = progress(&c);
         if now == first {
             break;
         }
         first = now;
     }
-    assert!(first < total, "the first run sent everything ({first} bytes) before it was killed");
     // No version (nor dataset) exists yet.
     let listed = json(&c.ok(&home, &["data", "list", "--json"]));
     assert!(listed.as_array().unwrap().iter().all(|d| d["latest"].is_null()), "{listed}");
 
-    let again = json(&c.ok(&home, &["data", "upload", "huge", s(&src), "--over-http", "--json"]));
-    let second = again["upload"]["bytes_sent"].as_u64().unwrap();
+    args.push("--json");
+    let again = json(&c.ok(&home, &args));
+    let up = &again["upload"];
+    let second = up["bytes_sent"].as_u64().unwrap();
     assert!(second < total, "the second run sent everything again");
-    assert_eq!(received(&c), first + second);
-    assert!(first + second >= total, "{first} + {second} < {total}");
-    assert!(first + second <= total + 2 * MIB as u64, "{first} + {second} sent for {total}");
+    if over_http {
+        assert!(first < total, "the first run sent everything ({first} bytes) before it was killed");
+        assert_eq!(received(&c), first + second);
+        assert!(first + second >= total, "{first} + {second} < {total}");
+        assert!(first + second <= total + 2 * MIB as u64, "{first} + {second} sent for {total}");
+    } else {
+        // Every chunk is stored exactly once over both runs.
+        let (distinct, sent) = (up["chunks_total"].as_u64().unwrap(), up["chunks_sent"].as_u64().unwrap());
+        assert!(first < distinct, "the first run stored everything ({first} chunks) before it was killed");
+        assert_eq!(first + sent, distinct, "{first} stored, then {sent} of {distinct}: {again}");
+        assert_eq!(chunks_stored(&c), distinct);
+    }
     // Whether the killed run got to save its stat cache depends on how far
     // its scan went; either way every file is accounted for once.
     let scanned = again["scan"]["cached_files"].as_u64().unwrap() + again["scan"]["hashed_files"].as_u64().unwrap();
