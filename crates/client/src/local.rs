@@ -99,11 +99,16 @@ fn read_reply(sock: &UnixStream) -> io::Result<Reply> {
 }
 
 impl Ingest for LocalIngest {
-    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Ingested> {
+    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let sock = match idle {
             Some(s) => s,
-            None => self.connect()?,
+            // No connection now (the server has as many as it takes): this
+            // file is hashed here and sent over HTTP.
+            None => match self.connect() {
+                Ok(s) => s,
+                Err(_) => return Ok(None),
+            },
         };
         send(&sock, &Request::File { size: len, path: rel.to_string() }, Some(file.as_fd())).map_err(broken)?;
         let reply = read_reply(&sock)?;
@@ -114,7 +119,7 @@ impl Ingest for LocalIngest {
         }
         let chunks = reply.chunk_refs().map_err(broken)?;
         self.give_back(sock);
-        Ok(Ingested { chunks, new_chunks: reply.new_chunks, new_bytes: reply.new_bytes })
+        Ok(Some(Ingested { chunks, new_chunks: reply.new_chunks, new_bytes: reply.new_bytes }))
     }
 }
 

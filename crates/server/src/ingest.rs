@@ -20,7 +20,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,12 @@ use crate::state::AppState;
 const PUTS_IN_FLIGHT: usize = 8;
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(15 * 60);
+/// Connections served at once (each holds a thread); more are turned away
+/// with a message, and their clients upload over HTTP instead.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Connections being served.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts listening on `config.ingest_socket`, if set. A path that cannot
 /// be used (taken by something that is not a socket, too long, in a
@@ -95,13 +101,22 @@ fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 fn spawn_connection(state: AppState, sock: UnixStream) {
+    if OPEN.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+        let _ = sock.set_nonblocking(false);
+        let msg = format!("the server takes {MAX_CONNECTIONS} connections at once: upload over HTTP");
+        let _ = send(&sock, &Reply::error(msg), None);
+        return;
+    }
     let rt = Handle::current();
     let started = std::thread::Builder::new().name("ingest".into()).spawn(move || {
         if sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(IDLE))).is_ok() {
             serve(&state, &rt, &sock);
         }
+        OPEN.fetch_sub(1, Ordering::AcqRel);
     });
     if let Err(e) = started {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
         tracing::warn!(error = %e, "local ingest: no thread for a connection");
     }
 }

@@ -127,9 +127,11 @@ pub struct IngestError(pub String);
 /// `ScanOptions::ingest`.
 pub trait Ingest: Send + Sync {
     /// Has the server chunk and store the open `file` (`len` bytes when it
-    /// was opened; `rel` its path in the tree). Errors of the server's side
-    /// are [`IngestError`]s inside the `io::Error`.
-    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Ingested>;
+    /// was opened; `rel` its path in the tree); `None` when the server will
+    /// not take it now (no connection to be had), so the scan hashes it
+    /// itself. Errors of the server's side are [`IngestError`]s inside the
+    /// `io::Error`.
+    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>>;
 }
 
 /// Sends one message, with `fd` attached when given.

@@ -335,8 +335,8 @@ fn chunk_observed(job: &FileJob, observer: &dyn ScanObserver) -> io::Result<Vec<
     let len = file.metadata()?.len();
     if len >= crate::ingest::MIN_FILE
         && let Some(ingest) = observer.ingest()
+        && let Some(got) = ingest.ingest(&file, len, &job.rel)?
     {
-        let got = ingest.ingest(&file, len, &job.rel)?;
         observer.ingested(path, &got);
         return Ok(got.chunks);
     }

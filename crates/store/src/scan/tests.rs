@@ -313,3 +313,65 @@ fn observer_sees_every_chunk_of_small_and_streamed_files() {
     }
     assert!(matches!(scan_tree_with(r, &opts(false), None, &Stop), Err(ScanError::Stopped)));
 }
+
+/// Takes files as a server on this machine would (cutting them with the
+/// same chunker), refuses them, or fails, as told.
+struct Handoff {
+    mode: &'static str,
+    taken: std::sync::Mutex<Vec<String>>,
+    ingested: std::sync::Mutex<Vec<ChunkRef>>,
+}
+
+impl Ingest for Handoff {
+    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>> {
+        match self.mode {
+            "refuse" => Ok(None),
+            "fail" => Err(io::Error::other(IngestError("no space is left on the device".into()))),
+            _ => {
+                self.taken.lock().unwrap().push(rel.to_string());
+                let reader = crate::ingest::PositionalReader::new(file, len);
+                let chunks = crate::chunker::chunk_reader(reader, sizes_for(len))?;
+                Ok(Some(Ingested { chunks, new_chunks: 0, new_bytes: 0 }))
+            }
+        }
+    }
+}
+
+impl ScanObserver for Handoff {
+    fn ingest(&self) -> Option<&dyn Ingest> {
+        Some(self)
+    }
+    fn ingested(&self, _path: &Path, got: &Ingested) {
+        self.ingested.lock().unwrap().extend_from_slice(&got.chunks);
+    }
+}
+
+#[test]
+fn large_files_are_handed_over_when_the_observer_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let mut big = vec![0u8; crate::ingest::MIN_FILE as usize + 1000];
+    getrandom::fill(&mut big).unwrap();
+    put(r, "d/big.bin", &big, 0o644);
+    put(r, "small.txt", &big[..100_000], 0o644);
+    let plain = scan_tree(r, &opts(false)).unwrap();
+    let handoff = |mode| Handoff { mode, taken: Default::default(), ingested: Default::default() };
+
+    let h = handoff("take");
+    let tree = scan_tree_with(r, &opts(false), None, &h).unwrap();
+    assert_eq!(tree.manifest, plain.manifest, "the same manifest as hashing here");
+    assert_eq!(*h.taken.lock().unwrap(), ["d/big.bin"], "only the large file");
+    let ids: Vec<ChunkId> = h.ingested.lock().unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(ids, file_chunks(&tree, "d/big.bin"));
+    assert_eq!((tree.stats.hashed_files, tree.stats.hashed_bytes), (2, big.len() as u64 + 100_000));
+
+    // Refused: hashed here instead, same result.
+    let h = handoff("refuse");
+    assert_eq!(scan_tree_with(r, &opts(false), None, &h).unwrap().manifest, plain.manifest);
+    assert!(h.ingested.lock().unwrap().is_empty());
+
+    // A failure of the server's side stops the scan with its reason.
+    let err = scan_tree_with(r, &opts(false), None, &handoff("fail")).unwrap_err();
+    assert!(matches!(&err, ScanError::Ingest { path, .. } if path == "d/big.bin"), "{err}");
+    assert!(err.to_string().contains("no space is left"), "{err}");
+}
