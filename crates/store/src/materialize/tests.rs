@@ -137,3 +137,26 @@ async fn never_writes_through_a_symlink() {
     materialize(&store, &Manifest::new(vec![]), &dest).await.unwrap();
     assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn runs_of_zeros_become_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    // 8 MiB of zeros, a few bytes of data, then 3 MiB more zeros at the end.
+    let mut data = vec![0u8; 11 * 1024 * 1024];
+    data[8 * 1024 * 1024..8 * 1024 * 1024 + 5].copy_from_slice(b"hello");
+    put(&src, "sparse.bin", &data, 0o644);
+    put(&src, "zeros.bin", &vec![0u8; 3 * 1024 * 1024], 0o644);
+    let store = MemoryStore::new();
+    let m = upload(&store, &src).await;
+    let dest = dir.path().join("out");
+    materialize(&store, &m, &dest).await.unwrap();
+    assert!(fs::read(dest.join("sparse.bin")).unwrap() == data, "the same bytes");
+    assert_eq!(fs::read(dest.join("zeros.bin")).unwrap(), vec![0u8; 3 * 1024 * 1024]);
+    // Most of both files is not allocated (file systems without holes
+    // would allocate it all; this one has them).
+    let allocated = |name: &str| fs::metadata(dest.join(name)).unwrap().blocks() * 512;
+    assert!(allocated("sparse.bin") <= 4 * 1024 * 1024, "{} bytes allocated", allocated("sparse.bin"));
+    assert_eq!(allocated("zeros.bin"), 0);
+}
