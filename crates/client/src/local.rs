@@ -99,7 +99,7 @@ fn read_reply(sock: &UnixStream) -> io::Result<Reply> {
 }
 
 impl Ingest for LocalIngest {
-    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>> {
+    fn ingest(&self, file: &File, len: u64, rel: &str, progress: &dyn Fn(u64)) -> io::Result<Option<Ingested>> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let sock = match idle {
             Some(s) => s,
@@ -111,7 +111,13 @@ impl Ingest for LocalIngest {
             },
         };
         send(&sock, &Request::File { size: len, path: rel.to_string() }, Some(file.as_fd())).map_err(broken)?;
-        let reply = read_reply(&sock)?;
+        let reply = loop {
+            let reply = read_reply(&sock)?;
+            match reply.progress {
+                Some(done) => progress(done),
+                None => break reply,
+            }
+        };
         if let Some(e) = reply.error {
             // The connection is still good: the next file may use it.
             self.give_back(sock);

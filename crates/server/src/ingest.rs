@@ -27,7 +27,7 @@ use bytes::Bytes;
 use podder_core::ChunkId;
 use podder_meta::TokenHash;
 use podder_store::chunker::{chunk_stream, sizes_for};
-use podder_store::ingest::{PositionalReader, Reply, Request, check_file, parse, recv, send};
+use podder_store::ingest::{PROGRESS_EVERY, PositionalReader, Reply, Request, check_file, parse, recv, send};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -159,7 +159,7 @@ fn serve(state: &AppState, rt: &Handle, sock: &UnixStream) {
         let reply = match parse::<Request>(&body) {
             Ok(Request::File { size, path }) if fds.len() == 1 => {
                 let file = File::from(fds.pop().expect("one descriptor"));
-                ingest_file(state, rt, &file, size, &path)
+                ingest_file(state, rt, sock, &file, size, &path)
             }
             Ok(Request::File { path, .. }) => {
                 Reply::error(format!("{path}: a file request needs exactly one descriptor, {} came", fds.len()))
@@ -177,7 +177,7 @@ fn serve(state: &AppState, rt: &Handle, sock: &UnixStream) {
 /// Chunks, hashes and stores one file read through its descriptor: this
 /// thread cuts and hashes, a writer thread stores, with up to
 /// [`PUTS_IN_FLIGHT`] chunks between them.
-fn ingest_file(state: &AppState, rt: &Handle, file: &File, size: u64, path: &str) -> Reply {
+fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, size: u64, path: &str) -> Reply {
     if let Err(why) = check_file(file, size) {
         return Reply::error(format!("{path}: {why}"));
     }
@@ -197,6 +197,12 @@ fn ingest_file(state: &AppState, rt: &Handle, file: &File, size: u64, path: &str
         let cut = chunk_stream(&mut reader, z, |r, bytes| {
             reply.ids.push(r.id);
             reply.lens.push(r.len);
+            let done = r.offset + u64::from(r.len);
+            if done / PROGRESS_EVERY > r.offset / PROGRESS_EVERY && done < size {
+                // Cut, not yet stored: close enough for a progress bar. A
+                // client that went away is noticed at the final answer.
+                let _ = send(sock, &Reply { progress: Some(done), ..Reply::default() }, None);
+            }
             // A closed channel: the writer failed, and says why below.
             Ok(tx.send((r.id, bytes)).is_ok())
         });

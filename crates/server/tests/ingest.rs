@@ -21,10 +21,23 @@ async fn ingest_server() -> TestServer {
     TestServer::with_config(|c| c.ingest_socket = Some(c.data_dir.join("ingest.sock"))).await
 }
 
-fn ask(sock: &UnixStream, req: &Request, fd: Option<&File>) -> Reply {
+/// Sends a request; returns the final answer, and the progress reported
+/// before it.
+fn ask_with_progress(sock: &UnixStream, req: &Request, fd: Option<&File>) -> (Reply, Vec<u64>) {
     send(sock, req, fd.map(|f| f.as_fd())).unwrap();
-    let (body, _) = recv(sock).unwrap().expect("an answer");
-    parse(&body).unwrap()
+    let mut progress = Vec::new();
+    loop {
+        let (body, _) = recv(sock).unwrap().expect("an answer");
+        let reply: Reply = parse(&body).unwrap();
+        match reply.progress {
+            Some(done) => progress.push(done),
+            None => return (reply, progress),
+        }
+    }
+}
+
+fn ask(sock: &UnixStream, req: &Request, fd: Option<&File>) -> Reply {
+    ask_with_progress(sock, req, fd).0
 }
 
 fn hello(path: &Path, token: &str) -> (UnixStream, Reply) {
@@ -170,4 +183,26 @@ async fn what_is_not_a_regular_file_of_the_stated_size_is_refused() {
     assert!(errors[3].contains("needs exactly one descriptor"), "{}", errors[3]);
     assert_eq!(errors[4], "");
     assert_eq!(replies[4].new_bytes, 300_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_reports_progress_before_its_answer() {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 70 * 1024 * 1024;
+    let file = random_file(dir.path(), "huge.bin", size);
+    let path = PathBuf::from(&info.socket);
+    let (reply, progress) = blocking(move || {
+        let (sock, _) = hello(&path, &alice);
+        let f = File::open(&file).unwrap();
+        ask_with_progress(&sock, &Request::File { size: size as u64, path: "huge.bin".into() }, Some(&f))
+    })
+    .await;
+    assert_eq!(reply.error, None);
+    assert_eq!(reply.new_bytes, size as u64);
+    // One report past each 32 MiB, rising, all before the end.
+    assert_eq!(progress.len(), 2, "{progress:?}");
+    assert!(progress[0] >= 32 << 20 && progress[0] < progress[1] && progress[1] < size as u64, "{progress:?}");
 }

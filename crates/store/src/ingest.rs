@@ -16,7 +16,8 @@
 //! little-endian length and that many bytes of JSON; a `file` request
 //! carries its descriptor in the same `sendmsg`. The client sends `hello`
 //! with its API token first, then one `file` request at a time, each
-//! answered before the next is sent.
+//! answered before the next is sent (a large file's answer comes after a
+//! `progress` message every [`PROGRESS_EVERY`] bytes).
 //!
 //! Only the protocol and the client's hook into the scan live here (see
 //! [`Ingest`]); the server's side is `podder_server::ingest`.
@@ -43,6 +44,9 @@ pub const SOCKET_NAME: &str = "ingest.sock";
 /// Files of this size and more are handed over; smaller ones are read and
 /// batched by the client, where one request carries many files.
 pub const MIN_FILE: u64 = 4 * 1024 * 1024;
+
+/// The server reports progress through a file every this many bytes.
+pub const PROGRESS_EVERY: u64 = 32 * 1024 * 1024;
 
 /// The largest message either side accepts: a reply lists every chunk of a
 /// file (about 70 bytes each), so this covers files of several hundred GiB.
@@ -72,6 +76,11 @@ pub struct Reply {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// While a large file is stored: how many of its bytes are done. Such
+    /// messages come before the file's final answer (which has none), so a
+    /// progress bar moves during a long file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u64>,
     /// After `file`: the file's chunks in order, and their lengths.
     #[serde(default)]
     pub ids: Vec<ChunkId>,
@@ -127,11 +136,12 @@ pub struct IngestError(pub String);
 /// `ScanOptions::ingest`.
 pub trait Ingest: Send + Sync {
     /// Has the server chunk and store the open `file` (`len` bytes when it
-    /// was opened; `rel` its path in the tree); `None` when the server will
-    /// not take it now (no connection to be had), so the scan hashes it
-    /// itself. Errors of the server's side are [`IngestError`]s inside the
+    /// was opened; `rel` its path in the tree), calling `progress` with the
+    /// bytes done so far now and then; `None` when the server will not take
+    /// it now (no connection to be had), so the scan hashes it itself.
+    /// Errors of the server's side are [`IngestError`]s inside the
     /// `io::Error`.
-    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>>;
+    fn ingest(&self, file: &File, len: u64, rel: &str, progress: &dyn Fn(u64)) -> io::Result<Option<Ingested>>;
 }
 
 /// Sends one message, with `fd` attached when given.

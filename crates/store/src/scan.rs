@@ -147,6 +147,9 @@ pub trait ScanObserver: Sync {
     /// A file was handed to the server on this machine (see [`Self::ingest`]),
     /// which chunked and stored it: its chunks are on the server already.
     fn ingested(&self, _path: &Path, _got: &Ingested) {}
+    /// The server has stored `done` bytes of the file at `path` so far (it
+    /// says so every few dozen MiB of a large file, before `ingested`).
+    fn ingesting(&self, _path: &Path, _done: u64) {}
     /// Where to hand files of [`crate::ingest::MIN_FILE`] bytes and more
     /// instead of hashing them here, if anywhere.
     fn ingest(&self) -> Option<&dyn Ingest> {
@@ -335,7 +338,7 @@ fn chunk_observed(job: &FileJob, observer: &dyn ScanObserver) -> io::Result<Vec<
     let len = file.metadata()?.len();
     if len >= crate::ingest::MIN_FILE
         && let Some(ingest) = observer.ingest()
-        && let Some(got) = ingest.ingest(&file, len, &job.rel)?
+        && let Some(got) = ingest.ingest(&file, len, &job.rel, &|done| observer.ingesting(path, done))?
     {
         observer.ingested(path, &got);
         return Ok(got.chunks);

@@ -41,8 +41,9 @@ enum Origin {
     /// From the stat cache: asked about after the scan (see the module docs).
     Cached,
     /// Handed to the server on this machine, which stored them: `new` of
-    /// them (`new_bytes`) were new to it.
-    Stored { new: u64, new_bytes: u64 },
+    /// them (`new_bytes`) were new to it; `shown` bytes of the file are on
+    /// the progress bar already (see [`Feed::ingesting`]).
+    Stored { new: u64, new_bytes: u64, shown: u64 },
 }
 
 /// Scanning threads at least, when large files go to a server on this
@@ -165,6 +166,9 @@ struct Feed {
     progress: Arc<dyn Progress>,
     files_total: AtomicU64,
     files_done: AtomicU64,
+    /// Bytes of files being stored by the server that the progress bar
+    /// shows already, by file.
+    shown: std::sync::Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 impl ScanObserver for Feed {
@@ -192,6 +196,12 @@ impl ScanObserver for Feed {
         }
     }
 
+    fn ingesting(&self, path: &Path, done: u64) {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let before = shown.insert(path.to_path_buf(), done).unwrap_or(0);
+        self.progress.advance(done.saturating_sub(before));
+    }
+
     fn ingest(&self) -> Option<&dyn Ingest> {
         self.ingest.as_ref().map(|i| i as &dyn Ingest)
     }
@@ -206,7 +216,8 @@ impl ScanObserver for Feed {
                 data: None,
             })
             .collect();
-        let origin = Origin::Stored { new: got.new_chunks, new_bytes: got.new_bytes };
+        let shown = self.shown.lock().unwrap_or_else(|e| e.into_inner()).remove(path).unwrap_or(0);
+        let origin = Origin::Stored { new: got.new_chunks, new_bytes: got.new_bytes, shown };
         if self.tx.send((batch, origin)).is_err() {
             self.stop.store(true, Ordering::Relaxed);
         }
@@ -243,6 +254,7 @@ pub async fn upload_dir(
         progress: progress.clone(),
         files_total: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
+        shown: Default::default(),
     };
     let (root_owned, mut opts) = (root.to_path_buf(), opts.clone());
     if feed.ingest.is_some() && opts.threads == 0 {
@@ -360,15 +372,13 @@ async fn send_all(
             let Some((batch, origin)) = next else { break };
             let cached = matches!(origin, Origin::Cached);
             hashed_any |= !cached;
-            if let Origin::Stored { new, new_bytes } = origin {
+            if let Origin::Stored { new, new_bytes, shown } = origin {
                 // On the server already: nothing to ask or send.
                 (stored_chunks, stored_bytes) = (stored_chunks + new as usize, stored_bytes + new_bytes);
-                local_files += 1;
-                local_bytes += batch.iter().map(|c| u64::from(c.src.len)).sum::<u64>();
-                for chunk in batch {
-                    seen.insert(chunk.id);
-                    progress.advance(u64::from(chunk.src.len));
-                }
+                let size: u64 = batch.iter().map(|c| u64::from(c.src.len)).sum();
+                (local_files, local_bytes) = (local_files + 1, local_bytes + size);
+                progress.advance(size.saturating_sub(shown));
+                seen.extend(batch.iter().map(|c| c.id));
                 continue;
             }
             for chunk in batch {

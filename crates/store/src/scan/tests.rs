@@ -320,10 +320,11 @@ struct Handoff {
     mode: &'static str,
     taken: std::sync::Mutex<Vec<String>>,
     ingested: std::sync::Mutex<Vec<ChunkRef>>,
+    progress: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl Ingest for Handoff {
-    fn ingest(&self, file: &File, len: u64, rel: &str) -> io::Result<Option<Ingested>> {
+    fn ingest(&self, file: &File, len: u64, rel: &str, progress: &dyn Fn(u64)) -> io::Result<Option<Ingested>> {
         match self.mode {
             "refuse" => Ok(None),
             "fail" => Err(io::Error::other(IngestError("no space is left on the device".into()))),
@@ -331,6 +332,7 @@ impl Ingest for Handoff {
                 self.taken.lock().unwrap().push(rel.to_string());
                 let reader = crate::ingest::PositionalReader::new(file, len);
                 let chunks = crate::chunker::chunk_reader(reader, sizes_for(len))?;
+                progress(len / 2);
                 Ok(Some(Ingested { chunks, new_chunks: 0, new_bytes: 0 }))
             }
         }
@@ -344,6 +346,9 @@ impl ScanObserver for Handoff {
     fn ingested(&self, _path: &Path, got: &Ingested) {
         self.ingested.lock().unwrap().extend_from_slice(&got.chunks);
     }
+    fn ingesting(&self, path: &Path, done: u64) {
+        self.progress.lock().unwrap().push((path.file_name().unwrap().to_str().unwrap().to_string(), done));
+    }
 }
 
 #[test]
@@ -355,12 +360,14 @@ fn large_files_are_handed_over_when_the_observer_can() {
     put(r, "d/big.bin", &big, 0o644);
     put(r, "small.txt", &big[..100_000], 0o644);
     let plain = scan_tree(r, &opts(false)).unwrap();
-    let handoff = |mode| Handoff { mode, taken: Default::default(), ingested: Default::default() };
+    let handoff =
+        |mode| Handoff { mode, taken: Default::default(), ingested: Default::default(), progress: Default::default() };
 
     let h = handoff("take");
     let tree = scan_tree_with(r, &opts(false), None, &h).unwrap();
     assert_eq!(tree.manifest, plain.manifest, "the same manifest as hashing here");
     assert_eq!(*h.taken.lock().unwrap(), ["d/big.bin"], "only the large file");
+    assert_eq!(*h.progress.lock().unwrap(), [("big.bin".to_string(), big.len() as u64 / 2)], "progress is passed on");
     let ids: Vec<ChunkId> = h.ingested.lock().unwrap().iter().map(|c| c.id).collect();
     assert_eq!(ids, file_chunks(&tree, "d/big.bin"));
     assert_eq!((tree.stats.hashed_files, tree.stats.hashed_bytes), (2, big.len() as u64 + 100_000));
