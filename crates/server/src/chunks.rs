@@ -150,8 +150,8 @@ async fn receive(state: &AppState, body: Body, out: &mut ChunksStored, puts: &mu
                 "chunk {id} is {len} bytes, more than the server's limit of {max} bytes: cut files into smaller chunks"
             )));
         }
-        let mut data = Vec::with_capacity(len);
-        if (&mut reader).take(len as u64).read_to_end(&mut data).await.map_err(body_error)? < len {
+        let mut data = FrameBuf::take(len);
+        if (&mut reader).take(len as u64).read_to_end(&mut data.0).await.map_err(body_error)? < len {
             return Err(ApiError::invalid(format!("the upload ended inside chunk {id}: send it again")));
         }
         state.counters.chunks_received.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +168,7 @@ async fn receive(state: &AppState, body: Body, out: &mut ChunksStored, puts: &mu
             // Held per chunk, not per request, so a slow upload never holds
             // up a garbage collection for long.
             let hold = st.grace.hold().await;
-            let stored = st.store.put_chunk(id, Bytes::from(data)).await?;
+            let stored = st.store.put_chunk(id, Bytes::from_owner(data)).await?;
             st.grace.chunks([id]);
             drop(hold);
             if stored {
@@ -178,6 +178,45 @@ async fn receive(state: &AppState, body: Body, out: &mut ChunksStored, puts: &mu
         }));
     }
     Ok(())
+}
+
+/// A frame's buffer. Dropped (once its chunk is stored), it goes back to a
+/// small pool instead of to the allocator: a fresh buffer per frame cost
+/// the server a tenth of its CPU in page faults and zeroed pages.
+struct FrameBuf(Vec<u8>);
+
+/// At most this many buffers are kept, of at most [`POOLED_CAPACITY`] bytes.
+const POOLED_FRAMES: usize = 32;
+const POOLED_CAPACITY: usize = 4 * 1024 * 1024;
+
+static FRAMES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+impl FrameBuf {
+    /// An empty buffer with room for `len` bytes.
+    fn take(len: usize) -> FrameBuf {
+        let pooled = FRAMES.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = pooled.unwrap_or_default();
+        buf.clear();
+        buf.reserve(len);
+        FrameBuf(buf)
+    }
+}
+
+impl AsRef<[u8]> for FrameBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() <= POOLED_CAPACITY {
+            let mut pool = FRAMES.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOLED_FRAMES {
+                pool.push(std::mem::take(&mut self.0));
+            }
+        }
+    }
 }
 
 /// Puts in flight, oldest first.
