@@ -198,10 +198,14 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             reply.ids.push(r.id);
             reply.lens.push(r.len);
             let done = r.offset + u64::from(r.len);
-            if done / PROGRESS_EVERY > r.offset / PROGRESS_EVERY && done < size {
-                // Cut, not yet stored: close enough for a progress bar. A
-                // client that went away is noticed at the final answer.
-                let _ = send(sock, &Reply { progress: Some(done), ..Reply::default() }, None);
+            if done / PROGRESS_EVERY > r.offset / PROGRESS_EVERY
+                && done < size
+                // Cut, not yet stored: close enough for a progress bar.
+                && send(sock, &Reply { progress: Some(done), ..Reply::default() }, None).is_err()
+            {
+                // The client went away: what is stored stays, for its
+                // next run; the rest of the file is not read in vain.
+                return Ok(false);
             }
             // A closed channel: the writer failed, and says why below.
             Ok(tx.send((r.id, bytes)).is_ok())
@@ -225,7 +229,6 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             reader.position()
         ));
     }
-    state.counters.chunks_stored.fetch_add(reply.new_chunks, Ordering::Relaxed);
     reply
 }
 
@@ -250,6 +253,7 @@ fn write_chunks(
         if new {
             chunks += 1;
             bytes += data.len() as u64;
+            state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok((chunks, bytes))

@@ -206,3 +206,41 @@ async fn a_large_file_reports_progress_before_its_answer() {
     assert_eq!(progress.len(), 2, "{progress:?}");
     assert!(progress[0] >= 32 << 20 && progress[0] < progress[1] && progress[1] < size as u64, "{progress:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_stops_the_read_of_its_file() {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 200 * 1024 * 1024;
+    let file = random_file(dir.path(), "huge.bin", size);
+    let total = chunk_file(&file).unwrap().len() as u64;
+    let path = PathBuf::from(&info.socket);
+    blocking(move || {
+        let (sock, _) = hello(&path, &alice);
+        let f = File::open(&file).unwrap();
+        send(&sock, &Request::File { size: size as u64, path: "huge.bin".into() }, Some(f.as_fd())).unwrap();
+        // Gone before the answer.
+    })
+    .await;
+    let stored = || async {
+        let stats: serde_json::Value = ts.get(&ts.admin, "/admin/stats").send().await.unwrap().json().await.unwrap();
+        stats["chunks_stored"].as_u64().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stored().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing was stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut last = stored().await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = stored().await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(last > 0 && last < total, "stored {last} of {total} chunks after the client left");
+}
