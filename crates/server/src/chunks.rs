@@ -23,6 +23,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use podder_core::ChunkId;
 use podder_core::api::{ChunkList, ChunksStored, frames};
 use podder_store::BlobStore;
+use podder_store::pool::BufPool;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::StreamReader;
 
@@ -185,17 +186,13 @@ async fn receive(state: &AppState, body: Body, out: &mut ChunksStored, puts: &mu
 /// the server a tenth of its CPU in page faults and zeroed pages.
 struct FrameBuf(Vec<u8>);
 
-/// At most this many buffers are kept, of at most [`POOLED_CAPACITY`] bytes.
-const POOLED_FRAMES: usize = 32;
-const POOLED_CAPACITY: usize = 4 * 1024 * 1024;
-
-static FRAMES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Frame buffers given back, for reuse.
+static FRAMES: BufPool = BufPool::new(32, 4 * 1024 * 1024);
 
 impl FrameBuf {
     /// An empty buffer with room for `len` bytes.
     fn take(len: usize) -> FrameBuf {
-        let pooled = FRAMES.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buf = pooled.unwrap_or_default();
+        let mut buf = FRAMES.take();
         buf.clear();
         buf.reserve(len);
         FrameBuf(buf)
@@ -210,12 +207,7 @@ impl AsRef<[u8]> for FrameBuf {
 
 impl Drop for FrameBuf {
     fn drop(&mut self) {
-        if self.0.capacity() <= POOLED_CAPACITY {
-            let mut pool = FRAMES.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < POOLED_FRAMES {
-                pool.push(std::mem::take(&mut self.0));
-            }
-        }
+        FRAMES.give(std::mem::take(&mut self.0));
     }
 }
 

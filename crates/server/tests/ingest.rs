@@ -21,6 +21,15 @@ async fn ingest_server() -> TestServer {
     TestServer::with_config(|c| c.ingest_socket = Some(c.data_dir.join("ingest.sock"))).await
 }
 
+/// A server with an ingest socket, alice's token, and what the server says
+/// of its socket.
+async fn setup() -> (TestServer, String, LocalIngest) {
+    let ts = ingest_server().await;
+    let alice = ts.token("alice").await;
+    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    (ts, alice, info)
+}
+
 /// Sends a request; returns the final answer, and the progress reported
 /// before it.
 fn ask_with_progress(sock: &UnixStream, req: &Request, fd: Option<&File>) -> (Reply, Vec<u64>) {
@@ -77,9 +86,7 @@ async fn the_socket_is_named_only_to_callers_with_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_must_say_hello_with_a_valid_token_first() {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let (_server, alice, info) = setup().await;
     let path = PathBuf::from(&info.socket);
     let dir = tempfile::tempdir().unwrap();
     let file = random_file(dir.path(), "f", 100_000);
@@ -105,9 +112,7 @@ async fn a_connection_must_say_hello_with_a_valid_token_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handed_file_is_stored_as_a_client_would_cut_it() {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let (ts, alice, info) = setup().await;
     let dir = tempfile::tempdir().unwrap();
     let file = random_file(dir.path(), "big.bin", 5 * 1024 * 1024 + 17);
     let expected = chunk_file(&file).unwrap();
@@ -148,9 +153,7 @@ async fn a_handed_file_is_stored_as_a_client_would_cut_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_is_not_a_regular_file_of_the_stated_size_is_refused() {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let (_server, alice, info) = setup().await;
     let dir = tempfile::tempdir().unwrap();
     let file = random_file(dir.path(), "f.bin", 300_000);
     let fifo = dir.path().join("fifo");
@@ -187,9 +190,7 @@ async fn what_is_not_a_regular_file_of_the_stated_size_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_reports_progress_before_its_answer() {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let (_server, alice, info) = setup().await;
     let dir = tempfile::tempdir().unwrap();
     let size = 70 * 1024 * 1024;
     let file = random_file(dir.path(), "huge.bin", size);
@@ -209,9 +210,7 @@ async fn a_large_file_reports_progress_before_its_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_stops_the_read_of_its_file() {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
+    let (ts, alice, info) = setup().await;
     let dir = tempfile::tempdir().unwrap();
     let size = 200 * 1024 * 1024;
     let file = random_file(dir.path(), "huge.bin", size);

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use fastcdc::v2020::FastCDC;
 use podder_core::ChunkId;
 
+use crate::pool::BufPool;
+
 /// Smallest chunk (except a file's last one) of files under [`LARGE_FILE`].
 pub const MIN_SIZE: usize = 64 * 1024;
 /// Target average chunk size of files under [`LARGE_FILE`].
@@ -153,16 +155,13 @@ struct Window {
     len: usize,
 }
 
-/// At most this many buffers are kept for reuse.
-const POOLED_WINDOWS: usize = 48;
-
-static WINDOWS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Window buffers given back, for reuse.
+static WINDOWS: BufPool = BufPool::new(48, usize::MAX);
 
 impl Window {
     /// An empty window of at least `size` bytes.
     fn take(size: usize) -> Window {
-        let pooled = WINDOWS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buf = pooled.unwrap_or_default();
+        let mut buf = WINDOWS.take();
         if buf.len() < size {
             buf.resize(size, 0);
         }
@@ -191,10 +190,7 @@ impl AsRef<[u8]> for Window {
 
 impl Drop for Window {
     fn drop(&mut self) {
-        let mut pool = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOLED_WINDOWS {
-            pool.push(std::mem::take(&mut self.buf));
-        }
+        WINDOWS.give(std::mem::take(&mut self.buf));
     }
 }
 

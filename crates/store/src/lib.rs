@@ -19,6 +19,7 @@ pub mod local;
 pub mod materialize;
 pub mod memory;
 pub mod pack;
+pub mod pool;
 pub mod scan;
 pub mod statcache;
 
