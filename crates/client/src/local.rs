@@ -35,12 +35,9 @@ impl std::fmt::Debug for LocalIngest {
 
 /// Is this base URL's host this machine?
 fn is_loopback(base: &str) -> bool {
-    let rest = base.split_once("://").map_or(base, |(_, r)| r);
-    let host_port = rest.split('/').next().unwrap_or_default();
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-    };
+    let Some(url) = reqwest::Url::parse(base).ok() else { return false };
+    // An IPv6 host comes in brackets.
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
