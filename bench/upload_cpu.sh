@@ -26,7 +26,10 @@ cd "$W/proj" && "$B" init bench >/dev/null && "$B" data create big >/dev/null
 find "$DIR" -type f -print0 | xargs -0 cat > /dev/null
 a=$(awk '{print $14+$15}' /proc/$UP/stat)
 if [ "${2:-}" = perf ]; then
-  perf record -g -o "$WORK/perf.data" -- "$B" data upload big "$DIR" ${ARGS:-} 2>&1 | tail -2
+  perf record -g -p $UP -o "$WORK/perf.data" &
+  PERF=$!; sleep 0.5
+  "$B" data upload big "$DIR" ${ARGS:-} 2>&1 | tail -2
+  kill -INT $PERF; wait $PERF || true
 else
   /usr/bin/time -f "client: wall %e s user %U sys %S" "$B" data upload big "$DIR" ${ARGS:-} 2>&1 | tail -2
 fi

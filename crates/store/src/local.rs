@@ -173,6 +173,17 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Writes a manifest (flushed) without flushing the file system first:
+    /// for a caller that has put its chunks on disk itself.
+    pub(crate) fn put_manifest_flushed(&self, id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
+        check_manifest(id, bytes)?;
+        let path = self.manifest_path(&id);
+        if !exists(&path)? {
+            self.write_atomic(&path, &[bytes], self.fsync)?;
+        }
+        Ok(())
+    }
+
     fn delete_manifest_sync(&self, id: ManifestId) -> Result<(), StoreError> {
         remove(&self.manifest_path(&id))
     }

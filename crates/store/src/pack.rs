@@ -46,9 +46,13 @@
 //! checks the hash, so damage is reported ([`StoreError::Corrupt`], or an
 //! [`io::ErrorKind::InvalidData`] error) instead of served.
 //!
-//! **Durability** is what [`LocalStore`] gives: chunks are not flushed per
-//! put; putting a manifest flushes the whole file system (`syncfs`) first,
-//! so the chunks a stored manifest names are on disk.
+//! **Durability**: chunks are not flushed per put (large records are
+//! written with `O_DIRECT`, so little is left to flush). Putting a manifest
+//! first flushes every pack written to since the last commit, and the packs
+//! directory when a pack was created, so the chunks a stored manifest names
+//! are on disk. Only these files: flushing the whole file system (`syncfs`,
+//! as [`LocalStore`] does) also waits for every other program's writes. A
+//! data directory with loose chunks keeps `syncfs`, which reaches those.
 //!
 //! **Open and recovery.** Every sealed pack's index is loaded (a damaged or
 //! missing one: the pack is scanned instead). A pack without an index (the
@@ -230,6 +234,12 @@ struct Inner {
     written: Condvar,
     /// One compaction at a time.
     compacting: Mutex<()>,
+    /// Packs written to since the last [`Inner::sync_written`], by id.
+    unsynced: Mutex<HashMap<u32, Arc<File>>>,
+    /// A pack was created since the last [`Inner::sync_written`].
+    dir_unsynced: AtomicBool,
+    /// One [`Inner::sync_written`] at a time.
+    syncing: Mutex<()>,
     /// Holds the `flock` on `root/lock` while the store is open.
     _lock: File,
 }
@@ -286,6 +296,9 @@ impl PackStore {
             writing: Mutex::new(HashSet::new()),
             written: Condvar::new(),
             compacting: Mutex::new(()),
+            unsynced: Mutex::new(HashMap::new()),
+            dir_unsynced: AtomicBool::new(false),
+            syncing: Mutex::new(()),
             _lock: lock,
         };
         inner.load()?;
@@ -378,7 +391,17 @@ impl BlobStore for PackStore {
         blocking(move || s.inner.list()).await
     }
     async fn put_manifest(&self, id: ManifestId, bytes: Bytes) -> Result<(), StoreError> {
-        self.inner.loose.put_manifest(id, bytes).await
+        if self.inner.has_loose {
+            // Loose chunks are written unflushed, and only a flush of the
+            // whole file system reaches them.
+            return self.inner.loose.put_manifest(id, bytes).await;
+        }
+        let s = self.clone();
+        blocking(move || {
+            s.inner.sync_written()?;
+            s.inner.loose.put_manifest_flushed(id, &bytes)
+        })
+        .await
     }
     async fn get_manifest(&self, id: ManifestId) -> Result<Bytes, StoreError> {
         self.inner.loose.get_manifest(id).await

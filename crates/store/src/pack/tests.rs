@@ -556,3 +556,43 @@ fn large_records_are_padded_to_whole_blocks_and_survive_a_scan_and_a_compaction(
     assert_eq!(store.get_chunk_sync(ids[2]).unwrap(), bigs[2]);
     assert!(!store.has_chunk_sync(ids[1]).unwrap());
 }
+
+#[tokio::test]
+async fn a_commit_flushes_the_packs_written_since_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PackStore::open(dir.path()).unwrap();
+    let unsynced = |s: &PackStore| lock(&s.inner.unsynced).keys().copied().collect::<Vec<_>>();
+    let commit = |s: &PackStore, data: &[u8]| {
+        let m = podder_core::Manifest::new(vec![podder_core::Entry {
+            path: "a".into(),
+            kind: podder_core::EntryKind::File {
+                mode: 0o644,
+                size: data.len() as u64,
+                chunks: vec![ChunkId::of(data)],
+            },
+        }]);
+        let s = s.clone();
+        async move { s.put_manifest(m.id(), Bytes::from(m.canonical_bytes())).await }
+    };
+    assert!(unsynced(&store).is_empty());
+    // A small record and a large (direct) one: two packs, both new.
+    let (a, b) = (random(1000), random(200_000));
+    put(&store, &a);
+    put(&store, &b);
+    assert_eq!(unsynced(&store).len(), 2);
+    assert!(store.inner.dir_unsynced.load(Ordering::SeqCst));
+    commit(&store, &a).await.unwrap();
+    assert!(unsynced(&store).is_empty(), "the commit flushed both packs");
+    assert!(!store.inner.dir_unsynced.load(Ordering::SeqCst), "and the directory that names them");
+    // A chunk stored already writes nothing, so leaves nothing to flush.
+    put(&store, &b);
+    assert!(unsynced(&store).is_empty());
+    // A new chunk in an existing pack: that pack, not the directory.
+    let c = random(2000);
+    put(&store, &c);
+    assert_eq!(unsynced(&store).len(), 1);
+    assert!(!store.inner.dir_unsynced.load(Ordering::SeqCst));
+    commit(&store, &c).await.unwrap();
+    assert!(unsynced(&store).is_empty());
+    assert_eq!(store.get_chunk_sync(ChunkId::of(&c)).unwrap(), c);
+}
