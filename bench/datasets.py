@@ -13,8 +13,9 @@ Trees, generated fresh under --work (default /tmp/podder-bench-data):
 podder runs as `podder up` (release build, SQLite, local store) with the
 client on the same machine; `cp -r` copies to the same disk; DVC does
 `dvc add` then `dvc push` to a local directory remote (DVC from PyPI in a
-throwaway venv, --dvc-venv). Page caches are warmed before each timing, and
-the tools alternate on the same data. (a) and (b) are timed --reps times
+throwaway venv, --dvc-venv). Before each timing the tree is read into the page
+cache and a `sync` puts every earlier write on disk (so that no tool waits for
+the flushing of what another wrote), and the tools alternate on the same data. (a) and (b) are timed --reps times
 (default 3), each time on a fresh server data directory (and, for DVC, after
 removing its cache, remote and hash state), after a `sync`; the table shows
 the medians and every time is printed above it.
@@ -65,7 +66,11 @@ def timed(fn):
 
 
 def warm(path):
+    """Before each timing: the tree's bytes in the page cache, and every
+    earlier tool's writes on disk (`sync`), so that no tool pays for the
+    kernel's flushing of what the one before it wrote."""
     subprocess.run(f"find '{path}' -type f -print0 | xargs -0 cat > /dev/null", shell=True, check=True)
+    run(["sync"])
 
 
 def tree_bytes(path):
@@ -300,6 +305,7 @@ def main():
         t_p, sent = p.upload(name, path)
         warm(path)
         t_cp = timed(lambda: run(["cp", "-r", str(path), str(work / f"cp-{name}-2")]))
+        warm(path)
         t_dvc = dvcs[name].add_push(name) if dvcs[name] else None
         results.append((f"(c) {name} 1% changed", size, t_p, sent, t_cp, t_dvc, None, None))
 

@@ -12,22 +12,30 @@
 //!
 //! Each connection has a thread of its own (not one of tokio's blocking
 //! threads, which would hold up the runtime's shutdown while a client keeps
-//! its connection open), which cuts and hashes; a second thread writes the
-//! chunks meanwhile, straight to the store's files where the store allows
-//! (no hop through the runtime per chunk).
+//! its connection open), which cuts; a second thread copies, hashes and
+//! writes the chunks meanwhile, straight into the store's write buffers and
+//! files where the store allows (no hop through the runtime per chunk).
+//! Files are mapped rather than read (see `podder_store::mapped`, which
+//! keeps a file that shrinks meanwhile from killing the server); a file
+//! that cannot be mapped is read with `pread`, cut and hashed by the
+//! connection's thread.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fastcdc::v2020::FastCDC;
 use podder_core::ChunkId;
 use podder_meta::TokenHash;
-use podder_store::chunker::{chunk_stream, sizes_for};
+use podder_store::chunker::{Sizes, chunk_stream, sizes_for};
 use podder_store::ingest::{PROGRESS_EVERY, PositionalReader, Reply, Request, check_file, parse, recv, send};
+use podder_store::mapped::MappedFile;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -174,9 +182,9 @@ fn serve(state: &AppState, rt: &Handle, sock: &UnixStream) {
     }
 }
 
-/// Chunks, hashes and stores one file read through its descriptor: this
-/// thread cuts and hashes, a writer thread stores, with up to
-/// [`PUTS_IN_FLIGHT`] chunks between them.
+/// Chunks, hashes and stores one file read through its descriptor: mapped
+/// where possible ([`MappedFile`]: no copy of each byte into a buffer by
+/// the kernel), read otherwise.
 fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, size: u64, path: &str) -> Reply {
     if let Err(why) = check_file(file, size) {
         return Reply::error(format!("{path}: {why}"));
@@ -189,6 +197,120 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             z.max
         ));
     }
+    match MappedFile::map(file, size) {
+        Some(map) => ingest_mapped(state, rt, sock, &map, z, path),
+        None => ingest_read(state, rt, sock, file, size, z, path),
+    }
+}
+
+/// [`ingest_file`] through a map: this thread cuts, a writer thread copies
+/// each chunk into the store's write buffer, hashes the copy and stores it,
+/// with up to [`PUTS_IN_FLIGHT`] chunks between them. Ids come from the
+/// copies, so a file truncated meanwhile (read as zeros past its new end)
+/// cannot store bytes under an id that is not theirs; it fails the file.
+fn ingest_mapped(state: &AppState, rt: &Handle, sock: &UnixStream, map: &MappedFile, z: Sizes, path: &str) -> Reply {
+    let bytes = map.bytes();
+    let size = bytes.len() as u64;
+    let mut reply = Reply::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Range<usize>>(PUTS_IN_FLIGHT);
+    let (gone, written) = std::thread::scope(|s| {
+        let writer = s.spawn(move || write_copies(state, rt, bytes, rx));
+        let mut gone = false;
+        for c in FastCDC::new(bytes, z.min, z.avg, z.max) {
+            reply.lens.push(c.length as u32);
+            let done = (c.offset + c.length) as u64;
+            if crossed_report(c.offset as u64, done, size) && send(sock, &progress(done), None).is_err() {
+                // The client went away: what is stored stays, for its
+                // next run; the rest of the file is not read in vain.
+                gone = true;
+                break;
+            }
+            if tx.send(c.offset..c.offset + c.length).is_err() {
+                break; // the writer failed, and says why below
+            }
+        }
+        drop(tx);
+        (gone, writer.join())
+    });
+    match written {
+        Ok(Ok(w)) => (reply.ids, reply.new_chunks, reply.new_bytes) = (w.ids, w.new_chunks, w.new_bytes),
+        Ok(Err(e)) => return Reply::error(format!("{path}: {e}")),
+        Err(_) => return Reply::error(format!("{path}: a chunk write failed")),
+    }
+    if map.changed() {
+        return Reply::error(format!(
+            "{path}: it changed during the upload (it became shorter than {size} bytes); run the command again"
+        ));
+    }
+    if gone || reply.ids.len() != reply.lens.len() {
+        return Reply::error(format!("{path}: the upload stopped before the end of the file"));
+    }
+    reply
+}
+
+/// What a writer stored: every chunk's id, in order, and what was new.
+struct Written {
+    ids: Vec<ChunkId>,
+    new_chunks: u64,
+    new_bytes: u64,
+}
+
+/// Copies, hashes and stores the chunks of `bytes` whose ranges arrive,
+/// until the channel closes; stops at the first failure.
+fn write_copies(state: &AppState, rt: &Handle, bytes: &[u8], rx: Receiver<Range<usize>>) -> Result<Written, String> {
+    let mut w = Written { ids: Vec::new(), new_chunks: 0, new_bytes: 0 };
+    for range in rx {
+        // Held per chunk, as for uploads over HTTP.
+        let hold = state.grace.hold_blocking();
+        let len = range.len();
+        let mut fill = |dst: &mut [u8]| {
+            dst.copy_from_slice(&bytes[range.clone()]);
+            ChunkId::of(dst)
+        };
+        let stored = match state.store.put_copied_blocking(len, &mut fill) {
+            Some(done) => done,
+            None => {
+                let data = Bytes::copy_from_slice(&bytes[range.clone()]);
+                let id = ChunkId::of(&data);
+                rt.block_on(state.store.put_hashed(id, data)).map(|new| (id, new))
+            }
+        };
+        let (id, new) = stored.map_err(|e| ApiError::from(e).to_string())?;
+        state.grace.chunks([id]);
+        drop(hold);
+        w.ids.push(id);
+        if new {
+            w.new_chunks += 1;
+            w.new_bytes += len as u64;
+            state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(w)
+}
+
+/// Whether a chunk from `start` to `done` passes a progress report's mark
+/// (every [`PROGRESS_EVERY`] bytes, none at the end: the answer says that).
+fn crossed_report(start: u64, done: u64, size: u64) -> bool {
+    done / PROGRESS_EVERY > start / PROGRESS_EVERY && done < size
+}
+
+fn progress(done: u64) -> Reply {
+    // Cut, not yet stored: close enough for a progress bar.
+    Reply { progress: Some(done), ..Reply::default() }
+}
+
+/// [`ingest_file`] through `pread`, where the file cannot be mapped: this
+/// thread cuts and hashes, a writer thread stores, with up to
+/// [`PUTS_IN_FLIGHT`] chunks between them.
+fn ingest_read(
+    state: &AppState,
+    rt: &Handle,
+    sock: &UnixStream,
+    file: &File,
+    size: u64,
+    z: Sizes,
+    path: &str,
+) -> Reply {
     let mut reply = Reply::default();
     let mut reader = PositionalReader::new(file, size);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(ChunkId, Bytes)>(PUTS_IN_FLIGHT);
@@ -198,14 +320,8 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             reply.ids.push(r.id);
             reply.lens.push(r.len);
             let done = r.offset + u64::from(r.len);
-            if done / PROGRESS_EVERY > r.offset / PROGRESS_EVERY
-                && done < size
-                // Cut, not yet stored: close enough for a progress bar.
-                && send(sock, &Reply { progress: Some(done), ..Reply::default() }, None).is_err()
-            {
-                // The client went away: what is stored stays, for its
-                // next run; the rest of the file is not read in vain.
-                return Ok(false);
+            if crossed_report(r.offset, done, size) && send(sock, &progress(done), None).is_err() {
+                return Ok(false); // the client went away, as above
             }
             // A closed channel: the writer failed, and says why below.
             Ok(tx.send((r.id, bytes)).is_ok())
@@ -234,11 +350,7 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
 
 /// Stores the chunks that arrive until the channel closes; returns how many
 /// (and how many bytes) were new, or the first failure (then it stops).
-fn write_chunks(
-    state: &AppState,
-    rt: &Handle,
-    rx: std::sync::mpsc::Receiver<(ChunkId, Bytes)>,
-) -> Result<(u64, u64), String> {
+fn write_chunks(state: &AppState, rt: &Handle, rx: Receiver<(ChunkId, Bytes)>) -> Result<(u64, u64), String> {
     let (mut chunks, mut bytes) = (0, 0);
     for (id, data) in rx {
         // Held per chunk, as for uploads over HTTP.

@@ -8,65 +8,15 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::TestServer;
+use common::ingest::*;
 use podder_core::ChunkId;
-use podder_core::api::{ChunkList, LocalIngest, frames};
+use podder_core::api::{ChunkList, LocalIngest};
 use podder_store::chunker::chunk_file;
-use podder_store::ingest::{Reply, Request, parse, recv, send};
+use podder_store::ingest::{Request, recv, send};
 use reqwest::StatusCode;
-
-async fn ingest_server() -> TestServer {
-    TestServer::with_config(|c| c.ingest_socket = Some(c.data_dir.join("ingest.sock"))).await
-}
-
-/// A server with an ingest socket, alice's token, and what the server says
-/// of its socket.
-async fn setup() -> (TestServer, String, LocalIngest) {
-    let ts = ingest_server().await;
-    let alice = ts.token("alice").await;
-    let info: LocalIngest = ts.get(&alice, "/chunks/local").send().await.unwrap().json().await.unwrap();
-    (ts, alice, info)
-}
-
-/// Sends a request; returns the final answer, and the progress reported
-/// before it.
-fn ask_with_progress(sock: &UnixStream, req: &Request, fd: Option<&File>) -> (Reply, Vec<u64>) {
-    send(sock, req, fd.map(|f| f.as_fd())).unwrap();
-    let mut progress = Vec::new();
-    loop {
-        let (body, _) = recv(sock).unwrap().expect("an answer");
-        let reply: Reply = parse(&body).unwrap();
-        match reply.progress {
-            Some(done) => progress.push(done),
-            None => return (reply, progress),
-        }
-    }
-}
-
-fn ask(sock: &UnixStream, req: &Request, fd: Option<&File>) -> Reply {
-    ask_with_progress(sock, req, fd).0
-}
-
-fn hello(path: &Path, token: &str) -> (UnixStream, Reply) {
-    let sock = UnixStream::connect(path).unwrap();
-    let reply = ask(&sock, &Request::Hello { token: token.into() }, None);
-    (sock, reply)
-}
-
-fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let mut data = vec![0u8; len];
-    getrandom::fill(&mut data).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    p
-}
-
-/// Runs blocking socket work off the runtime the server's ingest threads use.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_is_named_only_to_callers_with_a_token() {
@@ -138,16 +88,7 @@ async fn a_handed_file_is_stored_as_a_client_would_cut_it() {
     let ids: Vec<ChunkId> = expected.iter().map(|r| r.id).collect();
     let r = ts.post(&alice, "/chunks/missing").json(&ChunkList { chunks: ids.clone() }).send().await.unwrap();
     assert!(r.json::<ChunkList>().await.unwrap().chunks.is_empty());
-    let r = ts.post(&alice, "/chunks/fetch").json(&ChunkList { chunks: ids }).send().await.unwrap();
-    let body = r.bytes().await.unwrap();
-    let (mut at, mut fetched) = (0, Vec::new());
-    while at < body.len() {
-        let header: &[u8; frames::HEADER] = body[at..at + frames::HEADER].try_into().unwrap();
-        let (_, len) = frames::parse_header(header);
-        at += frames::HEADER;
-        fetched.extend_from_slice(&body[at..at + len]);
-        at += len;
-    }
+    let fetched = fetch(&ts, &alice, ids).await;
     assert!(fetched == std::fs::read(dir.path().join("big.bin")).unwrap(), "the chunks read back as the file");
 }
 
@@ -242,4 +183,33 @@ async fn a_client_that_goes_away_stops_the_read_of_its_file() {
         last = now;
     }
     assert!(last > 0 && last < total, "stored {last} of {total} chunks after the client left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_during_its_upload_fails_and_stores_nothing_false() {
+    let (ts, alice, info) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 96 * 1024 * 1024;
+    let file = random_file(dir.path(), "shrinks.bin", size);
+    let original = std::fs::read(&file).unwrap();
+    let (path, token, f2) = (PathBuf::from(&info.socket), alice.clone(), file.clone());
+    let reply = blocking(move || shrink_during_upload(&path, &token, &f2, size as u64)).await;
+    let error = reply.error.expect("the upload fails");
+    // The server read the file through a map, and the pages past the new end
+    // raised SIGBUS: it is still here, and says what happened.
+    assert!(error.contains("shrinks.bin: it changed during the upload"), "{error}");
+    assert!(error.contains("became shorter"), "read through a map: {error}");
+
+    // Every chunk stored meanwhile holds the bytes its id names: the file
+    // as it was, uploaded again, reads back whole.
+    std::fs::write(&file, &original).unwrap();
+    let (path, token, f2) = (PathBuf::from(&info.socket), alice.clone(), file.clone());
+    let again = blocking(move || {
+        let (sock, _) = hello(&path, &token);
+        ask(&sock, &Request::File { size: size as u64, path: "shrinks.bin".into() }, Some(&File::open(&f2).unwrap()))
+    })
+    .await;
+    assert_eq!(again.error, None);
+    assert_eq!(again.chunk_refs().unwrap(), chunk_file(&file).unwrap());
+    assert!(fetch(&ts, &alice, again.ids.clone()).await == original, "the stored chunks read back as the file");
 }

@@ -43,6 +43,19 @@ pub trait BlobStore: Send + Sync + 'static {
     fn put_hashed_blocking(&self, _id: ChunkId, _data: &[u8]) -> Option<Result<bool, StoreError>> {
         None
     }
+    /// Stores a chunk of `len` bytes that `fill` copies into the store's own
+    /// write buffer and names (by hashing that copy, so the id names the
+    /// bytes stored even if their source changes meanwhile); returns the id
+    /// and whether the chunk was new. On the calling thread, for backends
+    /// whose writes are plain file I/O; `None` from the others (then copy,
+    /// hash and call `put_hashed`).
+    fn put_copied_blocking(
+        &self,
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [u8]) -> ChunkId,
+    ) -> Option<Result<(ChunkId, bool), StoreError>> {
+        None
+    }
     /// The uncompressed bytes of a chunk.
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError>;
     async fn has_chunk(&self, id: ChunkId) -> Result<bool, StoreError>;

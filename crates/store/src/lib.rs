@@ -16,6 +16,7 @@ pub mod blob;
 pub mod chunker;
 pub mod ingest;
 pub mod local;
+pub mod mapped;
 pub mod materialize;
 pub mod memory;
 pub mod pack;

@@ -370,6 +370,13 @@ impl BlobStore for PackStore {
     fn put_hashed_blocking(&self, id: ChunkId, data: &[u8]) -> Option<Result<bool, StoreError>> {
         Some(self.inner.put_unchecked(id, data))
     }
+    fn put_copied_blocking(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> ChunkId,
+    ) -> Option<Result<(ChunkId, bool), StoreError>> {
+        Some(self.inner.put_copied(len, fill))
+    }
     async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
         let s = self.clone();
         blocking(move || s.inner.get(id).map(Bytes::from)).await

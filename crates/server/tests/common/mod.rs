@@ -10,6 +10,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+pub mod ingest;
+
 pub struct TestServer {
     pub server: Server,
     pub base: String,

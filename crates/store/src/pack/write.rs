@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use podder_core::ChunkId;
 
 use super::format::{encode_header, write_idx};
-use super::{ALIGN, DIRECT_MIN, Inner, Kind, Loc, PackMeta, RECORD_HEADER, lock, read, write};
+use super::{ALIGN, DIRECT_MIN, Inner, Kind, Loc, PackMeta, RECORD_HEADER, lock, read, write as write_lock};
 use crate::at;
 use crate::blob::{StoreError, check_chunk};
 use crate::local::compress;
@@ -72,26 +72,91 @@ impl Inner {
 
     /// [`Inner::put`] of bytes the caller hashed into `id` itself.
     pub(super) fn put_unchecked(&self, id: ChunkId, data: &[u8]) -> Result<bool, StoreError> {
-        let raw_len = u32::try_from(data.len())
-            .map_err(|_| StoreError::Invalid(format!("chunk {id} is {} bytes, more than 4 GiB", data.len())))?;
-        if read(&self.index).contains_key(&id) || (self.has_loose && self.loose.has_chunk_sync(id)?) {
+        let raw_len = raw_len(id, data.len())?;
+        if self.stored(id)? {
             return Ok(false);
         }
         let Some(_claim) = self.claim(id) else { return Ok(false) };
-        let compressed = compress(data)?;
-        let (kind, stored) = match &compressed {
-            Some(c) => (Kind::Zstd, c.as_slice()),
-            None => (Kind::Raw, data),
-        };
+        self.write_claimed(id, data, raw_len)
+    }
+
+    /// Stores a chunk of `len` bytes that `fill` copies into the record's
+    /// own buffer and names (by hashing that copy): the id always names the
+    /// bytes written, whatever the source did meanwhile, and large chunks
+    /// are copied once instead of twice. Returns the id, and whether the
+    /// chunk was new.
+    pub(super) fn put_copied(
+        &self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> ChunkId,
+    ) -> Result<(ChunkId, bool), StoreError> {
+        if len < DIRECT_MIN {
+            let mut data = vec![0; len];
+            let id = fill(&mut data);
+            return Ok((id, self.put_unchecked(id, &data)?));
+        }
+        thread_local! {
+            static COPY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        COPY.with(|b| {
+            let mut b = b.borrow_mut();
+            let record = aligned(&mut b, RECORD_HEADER + len);
+            let id = fill(&mut record[RECORD_HEADER..RECORD_HEADER + len]);
+            let raw_len = raw_len(id, len)?;
+            if self.stored(id)? {
+                return Ok((id, false));
+            }
+            let Some(_claim) = self.claim(id) else { return Ok((id, false)) };
+            let data = &record[RECORD_HEADER..RECORD_HEADER + len];
+            if let Some(zipped) = compress(data)? {
+                return Ok((id, self.append_record(id, &zipped, raw_len, Kind::Zstd)?));
+            }
+            // Raw, and large: the record is written from this buffer as it is.
+            let header = encode_header(&id, raw_len, raw_len, Kind::Raw, true);
+            record[..RECORD_HEADER].copy_from_slice(&header);
+            record[RECORD_HEADER + len..].fill(0);
+            let new = self.append_with(id, raw_len, raw_len, Kind::Raw, true, |pack| pack.append(&[record]))?;
+            Ok((id, new))
+        })
+    }
+
+    /// Whether the index (or, in older data directories, a loose file) has `id`.
+    fn stored(&self, id: ChunkId) -> Result<bool, StoreError> {
+        Ok(read(&self.index).contains_key(&id) || (self.has_loose && self.loose.has_chunk_sync(id)?))
+    }
+
+    /// Writes a claimed chunk, compressed where that pays.
+    fn write_claimed(&self, id: ChunkId, data: &[u8], raw_len: u32) -> Result<bool, StoreError> {
+        match compress(data)? {
+            Some(zipped) => self.append_record(id, &zipped, raw_len, Kind::Zstd),
+            None => self.append_record(id, data, raw_len, Kind::Raw),
+        }
+    }
+
+    /// Appends the record of `stored` (padded when large) to an active pack.
+    fn append_record(&self, id: ChunkId, stored: &[u8], raw_len: u32, kind: Kind) -> Result<bool, StoreError> {
         let stored_len = stored.len() as u32; // never more than the raw length
         let direct = stored.len() >= DIRECT_MIN;
         let header = encode_header(&id, stored_len, raw_len, kind, direct);
-        let mut pack = self.take_active(direct)?;
-        let appended = match direct {
+        self.append_with(id, stored_len, raw_len, kind, direct, |pack| match direct {
             true => with_padded_record(&header, stored, |record| pack.append(&[record])),
             false => pack.append(&[&header, stored]),
-        };
-        let offset = match appended {
+        })
+    }
+
+    /// Takes an active pack, appends a claimed chunk's record with `write`,
+    /// and indexes it; returns whether it was new.
+    fn append_with(
+        &self,
+        id: ChunkId,
+        stored_len: u32,
+        raw_len: u32,
+        kind: Kind,
+        direct: bool,
+        write: impl FnOnce(&mut Active) -> io::Result<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut pack = self.take_active(direct)?;
+        let offset = match write(&mut pack) {
             Ok(offset) => offset,
             Err(e) => {
                 let start = pack.end;
@@ -105,7 +170,7 @@ impl Inner {
         let loc = Loc { offset, pack: pack.id, stored_len, raw_len, kind, padded: direct };
         pack.entries.push((id, loc));
         let new = {
-            let mut index = write(&self.index);
+            let mut index = write_lock(&self.index);
             match index.entry(id) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(loc);
@@ -169,7 +234,7 @@ impl Inner {
             false => (open(rustix::fs::OFlags::empty())?, false),
         };
         let meta = Arc::new(PackMeta::default());
-        write(&self.packs).insert(id, meta.clone());
+        write_lock(&self.packs).insert(id, meta.clone());
         // Its name is not on disk until the directory is flushed.
         self.dir_unsynced.store(true, Ordering::SeqCst);
         Ok(Active { id, file: Arc::new(file), direct: direct_io, end: 0, meta, entries: Vec::new(), padded: direct })
@@ -282,15 +347,25 @@ fn with_padded_record<R>(header: &[u8; RECORD_HEADER], stored: &[u8], f: impl Fn
     }
     BUF.with(|b| {
         let mut b = b.borrow_mut();
-        let len = (RECORD_HEADER + stored.len()).next_multiple_of(ALIGN);
-        if b.len() < len + ALIGN {
-            b.resize(len + ALIGN, 0);
-        }
-        let start = b.as_ptr().align_offset(ALIGN);
-        let record = &mut b[start..start + len];
+        let record = aligned(&mut b, RECORD_HEADER + stored.len());
         record[..RECORD_HEADER].copy_from_slice(header);
         record[RECORD_HEADER..RECORD_HEADER + stored.len()].copy_from_slice(stored);
         record[RECORD_HEADER + stored.len()..].fill(0);
         f(record)
     })
+}
+
+/// `len` bytes rounded up to whole [`ALIGN`] blocks, at an aligned address
+/// in `buf` (grown as needed, and kept by its owner for the next record).
+fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let len = len.next_multiple_of(ALIGN);
+    if buf.len() < len + ALIGN {
+        buf.resize(len + ALIGN, 0);
+    }
+    let start = buf.as_ptr().align_offset(ALIGN);
+    &mut buf[start..start + len]
+}
+
+fn raw_len(id: ChunkId, len: usize) -> Result<u32, StoreError> {
+    u32::try_from(len).map_err(|_| StoreError::Invalid(format!("chunk {id} is {len} bytes, more than 4 GiB")))
 }
