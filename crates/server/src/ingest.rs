@@ -239,7 +239,7 @@ fn ingest_mapped(state: &AppState, rt: &Handle, sock: &UnixStream, map: &MappedF
     }
     if map.changed() {
         return Reply::error(format!(
-            "{path}: it changed during the upload (it became shorter than {size} bytes); run the command again"
+            "{path}: it changed during the upload (it became shorter than {size} bytes, or part of it could not be read); run the command again"
         ));
     }
     if gone || reply.ids.len() != reply.lens.len() {
