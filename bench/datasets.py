@@ -13,7 +13,10 @@ Trees, generated fresh under --work (default /tmp/podder-bench-data):
 podder runs as `podder up` (release build, SQLite, local store) with the
 client on the same machine; `cp -r` copies to the same disk; DVC does
 `dvc add` then `dvc push` to a local directory remote (DVC from PyPI in a
-throwaway venv, --dvc-venv). Before each timing the tree is read into the page
+throwaway venv, --dvc-venv). DVC returns with its writes in the page cache,
+podder with its writes on disk; a line after the times also shows DVC until
+a `sync` after its push returns, for a like-for-like reading (the table's
+ratios use DVC's time as a user sees it). Before each timing the tree is read into the page
 cache and a `sync` puts every earlier write on disk (so that no tool waits for
 the flushing of what another wrote), and the tools alternate on the same data. (a) and (b) are timed --reps times
 (default 3), each time on a fresh server data directory (and, for DVC, after
@@ -244,7 +247,7 @@ def main():
     run(["sync"])
     dvcs = {name: None if a.skip_dvc else Dvc(work, a.dvc_venv, repos[name]) for name in names}
     results = []
-    times = {name: {"podder": [], "podder-http": [], "cp": [], "dvc": []} for name in names}
+    times = {name: {"podder": [], "podder-http": [], "cp": [], "dvc": [], "dvc+sync": []} for name in names}
     for k in range(a.reps):
         if k:
             p.stop()
@@ -284,6 +287,12 @@ def main():
                 dvc.forget(name)
                 warm(path)
                 t["dvc"].append(dvc.add_push(name))
+                # What DVC's numbers leave out: its writes are still in the
+                # page cache. podder's are on disk when its upload returns
+                # (direct writes, flushed at commit); this is DVC's time to
+                # the same point, for a like-for-like reading (the ratios
+                # and targets use DVC's time as a user sees it, above).
+                t["dvc+sync"].append(t["dvc"][-1] + timed(lambda: run(["sync"])))
             if k == a.reps - 1:
                 t_again, sent_again = p.upload(name, path)
                 med = {tool: statistics.median(v) if v else None for tool, v in t.items()}
@@ -295,6 +304,11 @@ def main():
     for name in names:
         print(f"{name}: " + "; ".join(f"{tool} " + " ".join(f"{x:.2f}" for x in v) + " s"
                                         for tool, v in times[name].items() if v), flush=True)
+        t = times[name]
+        if t["dvc+sync"]:
+            durable, mine = statistics.median(t["dvc+sync"]), statistics.median(t["podder"])
+            print(f"{name}: DVC until its writes are on disk (sync after push): {durable:.2f} s, "
+                  f"{durable / mine:.1f}x podder (whose upload returns with its writes on disk)", flush=True)
 
     changed_big = change_big(repos["big"] / "big")
     changed_small = 0 if a.only_big else change_small(repos["small"] / "small")
