@@ -15,17 +15,18 @@
 //! its connection open), which cuts; a second thread copies, hashes and
 //! writes the chunks meanwhile, straight into the store's write buffers and
 //! files where the store allows (no hop through the runtime per chunk).
-//! Files are mapped rather than read (see `podder_store::mapped`, which
-//! keeps a file that shrinks meanwhile from killing the server); a file
-//! that cannot be mapped is read with `pread`, cut and hashed by the
-//! connection's thread.
+//! Files are mapped rather than read, 64 MiB at a time (see
+//! `podder_store::mapped`, which keeps a file that shrinks meanwhile from
+//! killing the server); what cannot be mapped is read with `pread`.
 
 use std::fs::File;
+use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ use bytes::Bytes;
 use fastcdc::v2020::FastCDC;
 use podder_core::ChunkId;
 use podder_meta::TokenHash;
-use podder_store::chunker::{Sizes, chunk_stream, sizes_for};
-use podder_store::ingest::{PROGRESS_EVERY, PositionalReader, Reply, Request, check_file, parse, recv, send};
+use podder_store::chunker::{Sizes, sizes_for};
+use podder_store::ingest::{PROGRESS_EVERY, Reply, Request, check_file, parse, recv, send};
 use podder_store::mapped::MappedFile;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -182,9 +183,14 @@ fn serve(state: &AppState, rt: &Handle, sock: &UnixStream) {
     }
 }
 
-/// Chunks, hashes and stores one file read through its descriptor: mapped
-/// where possible ([`MappedFile`]: no copy of each byte into a buffer by
-/// the kernel), read otherwise.
+/// Chunks, hashes and stores one file read through its descriptor: this
+/// thread cuts, a writer thread copies each chunk into the store's write
+/// buffer, hashes the copy and stores it, with up to [`PUTS_IN_FLIGHT`]
+/// chunks between them. The file is taken [`SEGMENT`] bytes at a time,
+/// mapped ([`MappedFile`]: no copy by the kernel) or, where it cannot be,
+/// read. Ids come from the writer's copies, so a file truncated meanwhile
+/// (read as zeros past its new end) cannot store bytes under an id that is
+/// not theirs; it fails the file.
 fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, size: u64, path: &str) -> Reply {
     if let Err(why) = check_file(file, size) {
         return Reply::error(format!("{path}: {why}"));
@@ -197,55 +203,130 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             z.max
         ));
     }
-    match MappedFile::map(file, size) {
-        Some(map) => ingest_mapped(state, rt, sock, &map, z, path),
-        None => ingest_read(state, rt, sock, file, size, z, path),
-    }
-}
-
-/// [`ingest_file`] through a map: this thread cuts, a writer thread copies
-/// each chunk into the store's write buffer, hashes the copy and stores it,
-/// with up to [`PUTS_IN_FLIGHT`] chunks between them. Ids come from the
-/// copies, so a file truncated meanwhile (read as zeros past its new end)
-/// cannot store bytes under an id that is not theirs; it fails the file.
-fn ingest_mapped(state: &AppState, rt: &Handle, sock: &UnixStream, map: &MappedFile, z: Sizes, path: &str) -> Reply {
-    let bytes = map.bytes();
-    let size = bytes.len() as u64;
+    let changed = Arc::new(AtomicBool::new(false));
     let mut reply = Reply::default();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Range<usize>>(PUTS_IN_FLIGHT);
-    let (gone, written) = std::thread::scope(|s| {
-        let writer = s.spawn(move || write_copies(state, rt, bytes, rx));
-        let mut gone = false;
-        for c in FastCDC::new(bytes, z.min, z.avg, z.max) {
-            reply.lens.push(c.length as u32);
-            let done = (c.offset + c.length) as u64;
-            if crossed_report(c.offset as u64, done, size) && send(sock, &progress(done), None).is_err() {
-                // The client went away: what is stored stays, for its
-                // next run; the rest of the file is not read in vain.
-                gone = true;
-                break;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<Segment>, Range<usize>)>(PUTS_IN_FLIGHT);
+    let (cut, written) = std::thread::scope(|s| {
+        let writer = s.spawn(move || write_copies(state, rt, rx));
+        let cut = cut_segments(file, size, z, &changed, |seg, range| {
+            reply.lens.push(range.len() as u32);
+            let (start, done) = (seg.start + range.start as u64, seg.start + range.end as u64);
+            if done / PROGRESS_EVERY > start / PROGRESS_EVERY && done < size {
+                // Cut, not yet stored: close enough for a progress bar.
+                let progress = Reply { progress: Some(done), ..Reply::default() };
+                if send(sock, &progress, None).is_err() {
+                    // The client went away: what is stored stays, for its
+                    // next run; the rest of the file is not read in vain.
+                    return Err(io::Error::other("the client went away"));
+                }
             }
-            if tx.send(c.offset..c.offset + c.length).is_err() {
-                break; // the writer failed, and says why below
-            }
-        }
+            // A closed channel: the writer failed, and says why below.
+            tx.send((seg.clone(), range)).map_err(|_| io::Error::other("the writer stopped"))
+        });
+        // Every chunk sent is written (or the writer failed) before the
+        // client hears back: what was stored stays, for a retry to skip.
         drop(tx);
-        (gone, writer.join())
+        (cut, writer.join())
     });
     match written {
         Ok(Ok(w)) => (reply.ids, reply.new_chunks, reply.new_bytes) = (w.ids, w.new_chunks, w.new_bytes),
         Ok(Err(e)) => return Reply::error(format!("{path}: {e}")),
         Err(_) => return Reply::error(format!("{path}: a chunk write failed")),
     }
-    if map.changed() {
+    if changed.load(Ordering::SeqCst) {
         return Reply::error(format!(
-            "{path}: it changed during the upload (it became shorter than {size} bytes, or part of it could not be read); run the command again"
+            "{path}: it changed during the upload (it became shorter than {size} bytes, or part of it could not be \
+             read); run the command again"
         ));
     }
-    if gone || reply.ids.len() != reply.lens.len() {
-        return Reply::error(format!("{path}: the upload stopped before the end of the file"));
+    match cut {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Reply::error(format!(
+            "{path}: it changed during the upload (it had {size} bytes, fewer could be read); run the command again"
+        )),
+        Err(e) => Reply::error(format!("{path}: cannot be read: {e}")),
+        Ok(()) => reply,
     }
-    reply
+}
+
+/// A file is cut from segments of this many bytes at a time: a whole large
+/// file mapped at once would keep a page-table entry per 4 KiB page to its
+/// end (200 MiB of them for a 100 GiB file).
+const SEGMENT: u64 = 64 * 1024 * 1024;
+
+/// Segments start at multiples of this (a multiple of every page size).
+const SEGMENT_ALIGN: u64 = 64 * 1024;
+
+/// Part of a file, from `start`: mapped, or read where it cannot be.
+struct Segment {
+    start: u64,
+    source: Source,
+    /// Set when the segment is dropped if the file shrank under its map.
+    changed: Arc<AtomicBool>,
+}
+
+enum Source {
+    Mapped(MappedFile),
+    Read(Vec<u8>),
+}
+
+impl Segment {
+    fn load(file: &File, start: u64, len: u64, changed: &Arc<AtomicBool>) -> io::Result<Segment> {
+        let source = match MappedFile::map_range(file, start, len) {
+            Some(map) => Source::Mapped(map),
+            None => {
+                let mut buf = vec![0; len as usize];
+                file.read_exact_at(&mut buf, start)?;
+                Source::Read(buf)
+            }
+        };
+        Ok(Segment { start, source, changed: changed.clone() })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.source {
+            Source::Mapped(map) => map.bytes(),
+            Source::Read(buf) => buf,
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Source::Mapped(map) = &self.source
+            && map.changed()
+        {
+            self.changed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Cuts the file's `size` bytes as the client's chunker cuts a whole file,
+/// a segment at a time, handing each chunk (its segment and range in it)
+/// to `emit` in order. A cut is final only with a whole `z.max` after the
+/// chunk's start, or the end of the file; the rest starts the next segment.
+fn cut_segments(
+    file: &File,
+    size: u64,
+    z: Sizes,
+    changed: &Arc<AtomicBool>,
+    mut emit: impl FnMut(&Arc<Segment>, Range<usize>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < size {
+        let start = pos - pos % SEGMENT_ALIGN;
+        let seg = Arc::new(Segment::load(file, start, (size - start).min(SEGMENT), changed)?);
+        let bytes = seg.bytes();
+        let eof = start + bytes.len() as u64 == size;
+        let cdc = FastCDC::new(bytes, z.min, z.avg, z.max);
+        let mut at = (pos - start) as usize;
+        while at < bytes.len() && (eof || bytes.len() - at >= z.max) {
+            let (_, end) = cdc.cut(at, bytes.len() - at);
+            emit(&seg, at..end)?;
+            at = end;
+        }
+        pos = start + at as u64;
+    }
+    Ok(())
 }
 
 /// What a writer stored: every chunk's id, in order, and what was new.
@@ -255,22 +336,22 @@ struct Written {
     new_bytes: u64,
 }
 
-/// Copies, hashes and stores the chunks of `bytes` whose ranges arrive,
-/// until the channel closes; stops at the first failure.
-fn write_copies(state: &AppState, rt: &Handle, bytes: &[u8], rx: Receiver<Range<usize>>) -> Result<Written, String> {
+/// Copies, hashes and stores the chunks that arrive, until the channel
+/// closes; stops at the first failure.
+fn write_copies(state: &AppState, rt: &Handle, rx: Receiver<(Arc<Segment>, Range<usize>)>) -> Result<Written, String> {
     let mut w = Written { ids: Vec::new(), new_chunks: 0, new_bytes: 0 };
-    for range in rx {
+    for (seg, range) in rx {
         // Held per chunk, as for uploads over HTTP.
         let hold = state.grace.hold_blocking();
-        let len = range.len();
+        let src = &seg.bytes()[range];
         let mut fill = |dst: &mut [u8]| {
-            dst.copy_from_slice(&bytes[range.clone()]);
+            dst.copy_from_slice(src);
             ChunkId::of(dst)
         };
-        let stored = match state.store.put_copied_blocking(len, &mut fill) {
+        let stored = match state.store.put_copied_blocking(src.len(), &mut fill) {
             Some(done) => done,
             None => {
-                let data = Bytes::copy_from_slice(&bytes[range.clone()]);
+                let data = Bytes::copy_from_slice(src);
                 let id = ChunkId::of(&data);
                 rt.block_on(state.store.put_hashed(id, data)).map(|new| (id, new))
             }
@@ -281,92 +362,9 @@ fn write_copies(state: &AppState, rt: &Handle, bytes: &[u8], rx: Receiver<Range<
         w.ids.push(id);
         if new {
             w.new_chunks += 1;
-            w.new_bytes += len as u64;
+            w.new_bytes += src.len() as u64;
             state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(w)
-}
-
-/// Whether a chunk from `start` to `done` passes a progress report's mark
-/// (every [`PROGRESS_EVERY`] bytes, none at the end: the answer says that).
-fn crossed_report(start: u64, done: u64, size: u64) -> bool {
-    done / PROGRESS_EVERY > start / PROGRESS_EVERY && done < size
-}
-
-fn progress(done: u64) -> Reply {
-    // Cut, not yet stored: close enough for a progress bar.
-    Reply { progress: Some(done), ..Reply::default() }
-}
-
-/// [`ingest_file`] through `pread`, where the file cannot be mapped: this
-/// thread cuts and hashes, a writer thread stores, with up to
-/// [`PUTS_IN_FLIGHT`] chunks between them.
-fn ingest_read(
-    state: &AppState,
-    rt: &Handle,
-    sock: &UnixStream,
-    file: &File,
-    size: u64,
-    z: Sizes,
-    path: &str,
-) -> Reply {
-    let mut reply = Reply::default();
-    let mut reader = PositionalReader::new(file, size);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(ChunkId, Bytes)>(PUTS_IN_FLIGHT);
-    let (cut, written) = std::thread::scope(|s| {
-        let writer = s.spawn(move || write_chunks(state, rt, rx));
-        let cut = chunk_stream(&mut reader, z, |r, bytes| {
-            reply.ids.push(r.id);
-            reply.lens.push(r.len);
-            let done = r.offset + u64::from(r.len);
-            if crossed_report(r.offset, done, size) && send(sock, &progress(done), None).is_err() {
-                return Ok(false); // the client went away, as above
-            }
-            // A closed channel: the writer failed, and says why below.
-            Ok(tx.send((r.id, bytes)).is_ok())
-        });
-        // Every chunk sent is written (or the writer failed) before the
-        // client hears back: what was stored stays, for a retry to skip.
-        drop(tx);
-        (cut, writer.join())
-    });
-    match written {
-        Ok(Ok((chunks, bytes))) => (reply.new_chunks, reply.new_bytes) = (chunks, bytes),
-        Ok(Err(e)) => return Reply::error(format!("{path}: {e}")),
-        Err(_) => return Reply::error(format!("{path}: a chunk write failed")),
-    }
-    if let Err(e) = cut {
-        return Reply::error(format!("{path}: cannot be read: {e}"));
-    }
-    if reader.position() != size {
-        return Reply::error(format!(
-            "{path}: it changed during the upload (it had {size} bytes, {} could be read); run the command again",
-            reader.position()
-        ));
-    }
-    reply
-}
-
-/// Stores the chunks that arrive until the channel closes; returns how many
-/// (and how many bytes) were new, or the first failure (then it stops).
-fn write_chunks(state: &AppState, rt: &Handle, rx: Receiver<(ChunkId, Bytes)>) -> Result<(u64, u64), String> {
-    let (mut chunks, mut bytes) = (0, 0);
-    for (id, data) in rx {
-        // Held per chunk, as for uploads over HTTP.
-        let hold = state.grace.hold_blocking();
-        let stored = match state.store.put_hashed_blocking(id, &data) {
-            Some(done) => done,
-            None => rt.block_on(state.store.put_hashed(id, data.clone())),
-        };
-        let new = stored.map_err(|e| ApiError::from(e).to_string())?;
-        state.grace.chunks([id]);
-        drop(hold);
-        if new {
-            chunks += 1;
-            bytes += data.len() as u64;
-            state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    Ok((chunks, bytes))
 }

@@ -144,6 +144,8 @@ async fn a_large_file_reports_progress_before_its_answer() {
     .await;
     assert_eq!(reply.error, None);
     assert_eq!(reply.new_bytes, size as u64);
+    // Cut across the server's 64 MiB segments exactly as the client cuts it.
+    assert_eq!(reply.chunk_refs().unwrap(), chunk_file(&dir.path().join("huge.bin")).unwrap());
     // One report past each 32 MiB, rising, all before the end.
     assert_eq!(progress.len(), 2, "{progress:?}");
     assert!(progress[0] >= 32 << 20 && progress[0] < progress[1] && progress[1] < size as u64, "{progress:?}");

@@ -21,7 +21,8 @@ async fn files_that_cannot_be_mapped_are_read_instead() {
     assert_eq!(held.len(), SLOTS, "every slot is taken");
 
     let (ts, alice, info) = setup().await;
-    let file = random_file(dir.path(), "big.bin", 5 * 1024 * 1024 + 17);
+    // Past the server's 64 MiB segments, read one after the other.
+    let file = random_file(dir.path(), "big.bin", 70 * 1024 * 1024 + 17);
     let (path, token, f2) = (PathBuf::from(&info.socket), alice.clone(), file.clone());
     let reply = blocking(move || {
         let (sock, _) = hello(&path, &token);

@@ -36,13 +36,6 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_hashed(&self, id: ChunkId, data: Bytes) -> Result<bool, StoreError> {
         self.put_chunk(id, data).await
     }
-    /// [`BlobStore::put_hashed`] on the calling thread (one outside the
-    /// async runtime, which it blocks), for backends whose writes are
-    /// plain file I/O; `None` from backends that need the runtime (then call
-    /// `put_hashed`).
-    fn put_hashed_blocking(&self, _id: ChunkId, _data: &[u8]) -> Option<Result<bool, StoreError>> {
-        None
-    }
     /// Stores a chunk of `len` bytes that `fill` copies into the store's own
     /// write buffer and names (by hashing that copy, so the id names the
     /// bytes stored even if their source changes meanwhile); returns the id

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 /// Maps live at once, at most.
-pub const SLOTS: usize = 128;
+pub const SLOTS: usize = 256;
 
 struct Slot {
     /// Taken by a live map (set before `start`/`end`, cleared after).
@@ -75,9 +75,16 @@ impl MappedFile {
     /// free slot, no handler, a file system without maps, `len` 0): the
     /// caller then reads the file instead.
     pub fn map(file: &File, len: u64) -> Option<MappedFile> {
+        MappedFile::map_range(file, 0, len)
+    }
+
+    /// Maps `len` bytes of `file` from `offset`, which must be a multiple
+    /// of the page size; `None` as for [`MappedFile::map`].
+    pub fn map_range(file: &File, offset: u64, len: u64) -> Option<MappedFile> {
         let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+        let offset = libc::off_t::try_from(offset).ok()?;
         INSTALL.call_once(install);
-        if !INSTALLED.load(Ordering::SeqCst) {
+        if !INSTALLED.load(Ordering::SeqCst) || offset as u64 % page_size() as u64 != 0 {
             return None;
         }
         let slot = TABLE
@@ -85,8 +92,9 @@ impl MappedFile {
             .position(|s| s.used.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok())?;
         // SAFETY: a fresh private read-only map of a file we hold open; the
         // kernel picks the address.
-        let ptr =
-            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), offset)
+        };
         if ptr == libc::MAP_FAILED {
             TABLE[slot].used.store(false, Ordering::SeqCst);
             return None;

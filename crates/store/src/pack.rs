@@ -367,9 +367,6 @@ impl BlobStore for PackStore {
         let s = self.clone();
         blocking(move || s.inner.put_unchecked(id, &data)).await
     }
-    fn put_hashed_blocking(&self, id: ChunkId, data: &[u8]) -> Option<Result<bool, StoreError>> {
-        Some(self.inner.put_unchecked(id, data))
-    }
     fn put_copied_blocking(
         &self,
         len: usize,
