@@ -84,7 +84,7 @@ impl MappedFile {
         let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
         let offset = libc::off_t::try_from(offset).ok()?;
         INSTALL.call_once(install);
-        if !INSTALLED.load(Ordering::SeqCst) || offset as u64 % page_size() as u64 != 0 {
+        if !INSTALLED.load(Ordering::SeqCst) || !(offset as u64).is_multiple_of(page_size() as u64) {
             return None;
         }
         let slot = TABLE
