@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn a_range_from_a_page_boundary_maps_that_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = File::open(&path).unwrap();
+        let m = MappedFile::map_range(&f, 65536, 100_000).unwrap();
+        assert_eq!(m.bytes(), &data[65536..165536]);
+        assert!(MappedFile::map_range(&f, 1000, 10).is_none(), "not on a page boundary");
+    }
+
+    #[test]
     fn slots_are_given_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
