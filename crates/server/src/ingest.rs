@@ -253,6 +253,10 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
 /// end (200 MiB of them for a 100 GiB file).
 const SEGMENT: u64 = 64 * 1024 * 1024;
 
+/// A segment that cannot be mapped is read into memory: this much, so
+/// that many connections reading at once hold little memory.
+const READ_SEGMENT: u64 = 8 * 1024 * 1024;
+
 /// Segments start at multiples of this (a multiple of every page size).
 const SEGMENT_ALIGN: u64 = 64 * 1024;
 
@@ -270,11 +274,13 @@ enum Source {
 }
 
 impl Segment {
-    fn load(file: &File, start: u64, len: u64, changed: &Arc<AtomicBool>) -> io::Result<Segment> {
-        let source = match MappedFile::map_range(file, start, len) {
+    /// The segment of a `size`-byte file from `start`: [`SEGMENT`] bytes
+    /// mapped, or, where they cannot be, [`READ_SEGMENT`] bytes read.
+    fn load(file: &File, start: u64, size: u64, changed: &Arc<AtomicBool>) -> io::Result<Segment> {
+        let source = match MappedFile::map_range(file, start, (size - start).min(SEGMENT)) {
             Some(map) => Source::Mapped(map),
             None => {
-                let mut buf = vec![0; len as usize];
+                let mut buf = vec![0; (size - start).min(READ_SEGMENT) as usize];
                 file.read_exact_at(&mut buf, start)?;
                 Source::Read(buf)
             }
@@ -314,7 +320,7 @@ fn cut_segments(
     let mut pos = 0;
     while pos < size {
         let start = pos - pos % SEGMENT_ALIGN;
-        let seg = Arc::new(Segment::load(file, start, (size - start).min(SEGMENT), changed)?);
+        let seg = Arc::new(Segment::load(file, start, size, changed)?);
         let bytes = seg.bytes();
         let eof = start + bytes.len() as u64 == size;
         let cdc = FastCDC::new(bytes, z.min, z.avg, z.max);
@@ -323,6 +329,10 @@ fn cut_segments(
             let (_, end) = cdc.cut(at, bytes.len() - at);
             emit(&seg, at..end)?;
             at = end;
+        }
+        if start + at as u64 == pos {
+            // Never with today's sizes (segments are far longer than chunks).
+            return Err(io::Error::other("a segment shorter than the largest chunk"));
         }
         pos = start + at as u64;
     }
