@@ -179,9 +179,16 @@ async fn runs_a_job_end_to_end() {
     let fin = r.finish.clone().unwrap();
     assert_eq!(fin.outcome, Outcome::Succeeded, "{r:#?}");
     assert_eq!(fin.exit_code, Some(0));
-    // It ran for moments: never reported `running`, its run time came with the finish.
-    assert_eq!(r.states, [JobState::Preparing]);
-    assert!(r.ran_ms.is_some_and(|ms| ms < 5000), "{:?}", r.ran_ms);
+    // A job that ends within 50 ms is never reported `running`: its run
+    // time comes with the finish. One that takes longer (this one can, on a
+    // loaded machine) is reported `running`, and its finish carries none.
+    match r.ran_ms {
+        Some(ms) => {
+            assert!(ms < 1000, "{ms}");
+            assert_eq!(r.states, [JobState::Preparing], "ran {ms} ms");
+        }
+        None => assert_eq!(r.states, [JobState::Preparing, JobState::Running]),
+    }
     assert_eq!(
         stdout(&r),
         ["setting up", "from run.sh", "dataset bytes", "0.1 alice/mnist#1 http://podder.test:8600/"],
