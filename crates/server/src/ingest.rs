@@ -244,6 +244,9 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             "{path}: it changed during the upload (it had {size} bytes, fewer could be read); run the command again"
         )),
         Err(e) => Reply::error(format!("{path}: cannot be read: {e}")),
+        Ok(()) if reply.ids.len() != reply.lens.len() => {
+            Reply::error(format!("{path}: the upload stopped before the end of the file"))
+        }
         Ok(()) => reply,
     }
 }
