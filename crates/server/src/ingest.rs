@@ -34,8 +34,8 @@ use bytes::Bytes;
 use fastcdc::v2020::FastCDC;
 use podder_core::ChunkId;
 use podder_meta::TokenHash;
-use podder_store::chunker::{Sizes, sizes_for};
-use podder_store::ingest::{PROGRESS_EVERY, Reply, Request, check_file, parse, recv, send};
+use podder_store::chunker::{Sizes, sizes_for, zero_chunk};
+use podder_store::ingest::{Holes, PROGRESS_EVERY, Reply, Request, check_file, parse, recv, send};
 use podder_store::mapped::MappedFile;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -205,12 +205,12 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
     }
     let changed = Arc::new(AtomicBool::new(false));
     let mut reply = Reply::default();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<Segment>, Range<usize>)>(PUTS_IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(PUTS_IN_FLIGHT);
     let (cut, written) = std::thread::scope(|s| {
         let writer = s.spawn(move || write_copies(state, rt, rx));
-        let cut = cut_segments(file, size, z, &changed, |seg, range| {
-            reply.lens.push(range.len() as u32);
-            let (start, done) = (seg.start + range.start as u64, seg.start + range.end as u64);
+        let cut = cut_segments(file, size, z, &changed, |start, piece| {
+            reply.lens.push(piece.len() as u32);
+            let done = start + piece.len() as u64;
             if done / PROGRESS_EVERY > start / PROGRESS_EVERY && done < size {
                 // Cut, not yet stored: close enough for a progress bar.
                 let progress = Reply { progress: Some(done), ..Reply::default() };
@@ -221,7 +221,7 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
                 }
             }
             // A closed channel: the writer failed, and says why below.
-            tx.send((seg.clone(), range)).map_err(|_| io::Error::other("the writer stopped"))
+            tx.send(piece).map_err(|_| io::Error::other("the writer stopped"))
         });
         // Every chunk sent is written (or the writer failed) before the
         // client hears back: what was stored stays, for a retry to skip.
@@ -238,6 +238,10 @@ fn ingest_file(state: &AppState, rt: &Handle, sock: &UnixStream, file: &File, si
             "{path}: it changed during the upload (it became shorter than {size} bytes, or part of it could not be \
              read); run the command again"
         ));
+    }
+    // Cut while it changed size (holes are not read, so only its size says).
+    if let (Ok(()), Err(why)) = (&cut, check_file(file, size)) {
+        return Reply::error(format!("{path}: {why}; run the command again"));
     }
     match cut {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Reply::error(format!(
@@ -263,9 +267,8 @@ const READ_SEGMENT: u64 = 8 * 1024 * 1024;
 /// Segments start at multiples of this (a multiple of every page size).
 const SEGMENT_ALIGN: u64 = 64 * 1024;
 
-/// Part of a file, from `start`: mapped, or read where it cannot be.
+/// Part of a file: mapped, or read where it cannot be.
 struct Segment {
-    start: u64,
     source: Source,
     /// Set when the segment is dropped if the file shrank under its map.
     changed: Arc<AtomicBool>,
@@ -288,7 +291,11 @@ impl Segment {
                 Source::Read(buf)
             }
         };
-        Ok(Segment { start, source, changed: changed.clone() })
+        Ok(Segment { source, changed: changed.clone() })
+    }
+
+    fn zeros(len: usize, changed: &Arc<AtomicBool>) -> Segment {
+        Segment { source: Source::Read(vec![0; len]), changed: changed.clone() }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -309,28 +316,73 @@ impl Drop for Segment {
     }
 }
 
+/// A chunk cut from a file: bytes of a segment, or zeros of a hole.
+enum Piece {
+    Bytes(Arc<Segment>, Range<usize>),
+    /// A chunk of zeros (its length and id) cut in a hole without reading it.
+    Zeros(usize, ChunkId),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(_, range) => range.len(),
+            Piece::Zeros(len, _) => *len,
+        }
+    }
+}
+
 /// Cuts the file's `size` bytes as the client's chunker cuts a whole file,
-/// a segment at a time, handing each chunk (its segment and range in it)
-/// to `emit` in order. A cut is final only with a whole `z.max` after the
-/// chunk's start, or the end of the file; the rest starts the next segment.
+/// a segment at a time, handing each chunk and its offset to `emit` in
+/// order. A cut is final only with a whole `z.max` after the chunk's start,
+/// or the end of the file; the rest starts the next segment. Holes (of a
+/// sparse file) of a largest chunk and more are cut without being read:
+/// every chunk cut in one is [`zero_chunk`]'s.
 fn cut_segments(
     file: &File,
     size: u64,
     z: Sizes,
     changed: &Arc<AtomicBool>,
-    mut emit: impl FnMut(&Arc<Segment>, Range<usize>) -> io::Result<()>,
+    mut emit: impl FnMut(u64, Piece) -> io::Result<()>,
 ) -> io::Result<()> {
+    let holes = Holes::new(file)?;
+    let max = z.max as u64;
+    let mut zero = None;
     let mut pos = 0;
     while pos < size {
-        let start = pos - pos % SEGMENT_ALIGN;
-        let seg = Arc::new(Segment::load(file, start, size, changed)?);
+        let data = match holes.data_from(pos)? {
+            Some(data) => data.min(size),
+            // A hole to the end, or the file is shorter now: not zeros then.
+            None if file.metadata()?.len() < size => return Err(io::ErrorKind::UnexpectedEof.into()),
+            None => size,
+        };
+        if data >= pos + max {
+            let (len, id) = *zero.get_or_insert_with(|| zero_chunk(z));
+            while pos + max <= data {
+                emit(pos, Piece::Zeros(len, id))?;
+                pos += len as u64;
+            }
+            continue;
+        }
+        // Data within a largest chunk: cut up to the next hole (past it only
+        // to end a chunk), then look again.
+        let stop = if data < size { holes.hole_from(data)? } else { size };
+        let (start, seg) = match data < size {
+            true => (pos - pos % SEGMENT_ALIGN, Segment::load(file, pos - pos % SEGMENT_ALIGN, size, changed)?),
+            // The file ends in this hole: its zeros, not read either.
+            false => (pos, Segment::zeros((size - pos) as usize, changed)),
+        };
+        let seg = Arc::new(seg);
         let bytes = seg.bytes();
         let eof = start + bytes.len() as u64 == size;
         let cdc = FastCDC::new(bytes, z.min, z.avg, z.max);
         let mut at = (pos - start) as usize;
-        while at < bytes.len() && (eof || bytes.len() - at >= z.max) {
+        while at < bytes.len()
+            && (eof || bytes.len() - at >= z.max)
+            && (start + at as u64 == pos || start + (at as u64) < stop)
+        {
             let (_, end) = cdc.cut(at, bytes.len() - at);
-            emit(&seg, at..end)?;
+            emit(start + at as u64, Piece::Bytes(seg.clone(), at..end))?;
             at = end;
         }
         if start + at as u64 == pos {
@@ -351,22 +403,28 @@ struct Written {
 
 /// Copies, hashes and stores the chunks that arrive, until the channel
 /// closes; stops at the first failure.
-fn write_copies(state: &AppState, rt: &Handle, rx: Receiver<(Arc<Segment>, Range<usize>)>) -> Result<Written, String> {
+fn write_copies(state: &AppState, rt: &Handle, rx: Receiver<Piece>) -> Result<Written, String> {
     let mut w = Written { ids: Vec::new(), new_chunks: 0, new_bytes: 0 };
-    for (seg, range) in rx {
+    for piece in rx {
         // Held per chunk, as for uploads over HTTP.
         let hold = state.grace.hold_blocking();
-        let src = &seg.bytes()[range];
-        let mut fill = |dst: &mut [u8]| {
-            dst.copy_from_slice(src);
-            ChunkId::of(dst)
+        let len = piece.len();
+        let mut fill = |dst: &mut [u8]| match &piece {
+            Piece::Bytes(seg, range) => {
+                dst.copy_from_slice(&seg.bytes()[range.clone()]);
+                ChunkId::of(dst)
+            }
+            Piece::Zeros(_, id) => {
+                dst.fill(0);
+                *id
+            }
         };
-        let stored = match state.store.put_copied_blocking(src.len(), &mut fill) {
+        let stored = match state.store.put_copied_blocking(len, &mut fill) {
             Some(done) => done,
             None => {
-                let data = Bytes::copy_from_slice(src);
-                let id = ChunkId::of(&data);
-                rt.block_on(state.store.put_hashed(id, data)).map(|new| (id, new))
+                let mut data = vec![0; len];
+                let id = fill(&mut data);
+                rt.block_on(state.store.put_hashed(id, Bytes::from(data))).map(|new| (id, new))
             }
         };
         let (id, new) = stored.map_err(|e| ApiError::from(e).to_string())?;
@@ -375,7 +433,7 @@ fn write_copies(state: &AppState, rt: &Handle, rx: Receiver<(Arc<Segment>, Range
         w.ids.push(id);
         if new {
             w.new_chunks += 1;
-            w.new_bytes += src.len() as u64;
+            w.new_bytes += len as u64;
             state.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
         }
     }

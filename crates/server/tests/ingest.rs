@@ -215,3 +215,60 @@ async fn a_file_cut_short_during_its_upload_fails_and_stores_nothing_false() {
     assert_eq!(again.chunk_refs().unwrap(), chunk_file(&file).unwrap());
     assert!(fetch(&ts, &alice, again.ids.clone()).await == original, "the stored chunks read back as the file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holes_of_a_sparse_file_are_cut_as_the_client_cuts_them_without_being_read() {
+    let (ts, alice, info) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.bin");
+    let mib = 1024 * 1024;
+    // Data, a 27 MiB hole, a little data, a hole of 1 MiB (shorter than a
+    // largest chunk), data, and a hole to the end of 80 MiB.
+    let mut random = vec![0u8; 5 * mib];
+    getrandom::fill(&mut random).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = File::create(&path).unwrap();
+        f.write_all_at(&random[..3 * mib], 0).unwrap();
+        f.write_all_at(&random[3 * mib..4 * mib + 5], 30 * mib as u64).unwrap();
+        f.write_all_at(&random[4 * mib + 5..], 32 * mib as u64).unwrap();
+        f.set_len(80 * mib as u64).unwrap();
+        f.sync_all().unwrap();
+    }
+    let size = 80 * mib as u64;
+    let (socket, token, p2) = (PathBuf::from(&info.socket), alice.clone(), path.clone());
+    let reply = blocking(move || {
+        let (sock, _) = hello(&socket, &token);
+        ask(&sock, &Request::File { size, path: "sparse.bin".into() }, Some(&File::open(&p2).unwrap()))
+    })
+    .await;
+    assert_eq!(reply.error, None);
+    // The holes were not read: none of their pages came into the page cache.
+    let resident = resident_pages(&path, 40 * mib, 40 * mib);
+    assert_eq!(resident, 0, "pages of the last hole read");
+    // The client reads the zeros; both cut the same.
+    let expected = chunk_file(&path).unwrap();
+    assert_eq!(reply.chunk_refs().unwrap(), expected);
+    let zero_runs = expected.windows(2).filter(|w| w[0].id == w[1].id).count();
+    assert!(zero_runs >= 10, "{zero_runs}: the holes give repeated chunks of zeros");
+    assert!(fetch(&ts, &alice, reply.ids.clone()).await == std::fs::read(&path).unwrap());
+}
+
+/// How many pages of `path` in `len` bytes from `offset` are in the page cache.
+fn resident_pages(path: &std::path::Path, offset: usize, len: usize) -> usize {
+    use rustix::mm::{MapFlags, ProtFlags, mmap};
+    let f = File::open(path).unwrap();
+    // SAFETY: a read-only map of a file this test holds, never read through.
+    unsafe {
+        let p = mmap(std::ptr::null_mut(), len, ProtFlags::READ, MapFlags::SHARED, &f, offset as u64).unwrap();
+        let mut vec = vec![0u8; len.div_ceil(4096)];
+        assert_eq!(libc_mincore(p, len, vec.as_mut_ptr()), 0);
+        rustix::mm::munmap(p, len).unwrap();
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "mincore"]
+    fn libc_mincore(addr: *mut std::ffi::c_void, len: usize, vec: *mut u8) -> i32;
+}

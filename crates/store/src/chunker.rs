@@ -73,6 +73,17 @@ pub fn chunk_bytes(data: &[u8]) -> Vec<(ChunkId, Range<usize>)> {
         .collect()
 }
 
+/// The chunk cut at the start of at least `z.max` zero bytes: its length
+/// and id. A cut depends only on the `z.max` bytes after a chunk's start,
+/// so in a run of zeros (a hole in a sparse file) every chunk that starts
+/// a whole `z.max` before the run's end is this one: a hole can be cut
+/// without reading it.
+pub fn zero_chunk(z: Sizes) -> (usize, ChunkId) {
+    let zeros = vec![0u8; z.max];
+    let (_, len) = FastCDC::new(&zeros, z.min, z.avg, z.max).cut(0, z.max);
+    (len, ChunkId::of(&zeros[..len]))
+}
+
 /// Cuts a file into chunks without holding more than about one chunk of it
 /// in memory (small files are read whole). An empty file gives no chunks.
 pub fn chunk_file(path: &Path) -> io::Result<Vec<ChunkRef>> {

@@ -253,6 +253,44 @@ impl Read for PositionalReader<'_> {
     }
 }
 
+/// Where the holes of a passed file are, without moving its offset for
+/// good (the client shares it): `SEEK_DATA` and `SEEK_HOLE` move it, so it
+/// is put back when this is dropped.
+pub struct Holes<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> Holes<'a> {
+    pub fn new(file: &'a File) -> io::Result<Holes<'a>> {
+        let offset = rustix::fs::seek(file, rustix::fs::SeekFrom::Current(0))?;
+        Ok(Holes { file, offset })
+    }
+
+    /// Where data begins at or after `pos`: `pos` itself outside a hole,
+    /// the hole's end inside one, `None` when only a hole follows. File
+    /// systems without holes report all of a file as data.
+    pub fn data_from(&self, pos: u64) -> io::Result<Option<u64>> {
+        match rustix::fs::seek(self.file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(at) => Ok(Some(at)),
+            Err(rustix::io::Errno::NXIO) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the next hole begins at or after `pos`, which must hold data
+    /// (the end of the file counts as a hole).
+    pub fn hole_from(&self, pos: u64) -> io::Result<u64> {
+        Ok(rustix::fs::seek(self.file, rustix::fs::SeekFrom::Hole(pos))?)
+    }
+}
+
+impl Drop for Holes<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::seek(self.file, rustix::fs::SeekFrom::Start(self.offset));
+    }
+}
+
 /// Is this descriptor a regular file of exactly `size` bytes? Says what is
 /// wrong otherwise.
 pub fn check_file(fd: impl AsFd, size: u64) -> Result<(), String> {
