@@ -367,10 +367,12 @@ fn cut_segments(
         // Data within a largest chunk: cut up to the next hole (past it only
         // to end a chunk), then look again.
         let stop = if data < size { holes.hole_from(data)? } else { size };
-        let (start, seg) = match data < size {
-            true => (pos - pos % SEGMENT_ALIGN, Segment::load(file, pos - pos % SEGMENT_ALIGN, size, changed)?),
+        let (start, seg) = if data < size {
+            let start = pos - pos % SEGMENT_ALIGN;
+            (start, Segment::load(file, start, size, changed)?)
+        } else {
             // The file ends in this hole: its zeros, not read either.
-            false => (pos, Segment::zeros((size - pos) as usize, changed)),
+            (pos, Segment::zeros((size - pos) as usize, changed))
         };
         let seg = Arc::new(seg);
         let bytes = seg.bytes();

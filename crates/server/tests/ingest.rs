@@ -135,17 +135,11 @@ async fn a_large_file_reports_progress_before_its_answer() {
     let dir = tempfile::tempdir().unwrap();
     let size = 70 * 1024 * 1024;
     let file = random_file(dir.path(), "huge.bin", size);
-    let path = PathBuf::from(&info.socket);
-    let (reply, progress) = blocking(move || {
-        let (sock, _) = hello(&path, &alice);
-        let f = File::open(&file).unwrap();
-        ask_with_progress(&sock, &Request::File { size: size as u64, path: "huge.bin".into() }, Some(&f))
-    })
-    .await;
+    let (reply, progress) = hand_over(&info, &alice, &file).await;
     assert_eq!(reply.error, None);
     assert_eq!(reply.new_bytes, size as u64);
     // Cut across the server's 64 MiB segments exactly as the client cuts it.
-    assert_eq!(reply.chunk_refs().unwrap(), chunk_file(&dir.path().join("huge.bin")).unwrap());
+    assert_eq!(reply.chunk_refs().unwrap(), chunk_file(&file).unwrap());
     // One report past each 32 MiB, rising, all before the end.
     assert_eq!(progress.len(), 2, "{progress:?}");
     assert!(progress[0] >= 32 << 20 && progress[0] < progress[1] && progress[1] < size as u64, "{progress:?}");
@@ -205,12 +199,7 @@ async fn a_file_cut_short_during_its_upload_fails_and_stores_nothing_false() {
     // Every chunk stored meanwhile holds the bytes its id names: the file
     // as it was, uploaded again, reads back whole.
     std::fs::write(&file, &original).unwrap();
-    let (path, token, f2) = (PathBuf::from(&info.socket), alice.clone(), file.clone());
-    let again = blocking(move || {
-        let (sock, _) = hello(&path, &token);
-        ask(&sock, &Request::File { size: size as u64, path: "shrinks.bin".into() }, Some(&File::open(&f2).unwrap()))
-    })
-    .await;
+    let (again, _) = hand_over(&info, &alice, &file).await;
     assert_eq!(again.error, None);
     assert_eq!(again.chunk_refs().unwrap(), chunk_file(&file).unwrap());
     assert!(fetch(&ts, &alice, again.ids.clone()).await == original, "the stored chunks read back as the file");
@@ -235,13 +224,7 @@ async fn holes_of_a_sparse_file_are_cut_as_the_client_cuts_them_without_being_re
         f.set_len(80 * mib as u64).unwrap();
         f.sync_all().unwrap();
     }
-    let size = 80 * mib as u64;
-    let (socket, token, p2) = (PathBuf::from(&info.socket), alice.clone(), path.clone());
-    let reply = blocking(move || {
-        let (sock, _) = hello(&socket, &token);
-        ask(&sock, &Request::File { size, path: "sparse.bin".into() }, Some(&File::open(&p2).unwrap()))
-    })
-    .await;
+    let (reply, _) = hand_over(&info, &alice, &path).await;
     assert_eq!(reply.error, None);
     // The holes were not read: none of their pages came into the page cache.
     let resident = resident_pages(&path, 40 * mib, 40 * mib);

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use common::ingest::*;
 use podder_store::chunker::chunk_file;
-use podder_store::ingest::Request;
 use podder_store::mapped::{MappedFile, SLOTS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,13 +22,7 @@ async fn files_that_cannot_be_mapped_are_read_instead() {
     let (ts, alice, info) = setup().await;
     // Past the server's 64 MiB segments, read one after the other.
     let file = random_file(dir.path(), "big.bin", 70 * 1024 * 1024 + 17);
-    let (path, token, f2) = (PathBuf::from(&info.socket), alice.clone(), file.clone());
-    let reply = blocking(move || {
-        let (sock, _) = hello(&path, &token);
-        let f = File::open(&f2).unwrap();
-        ask(&sock, &Request::File { size: f.metadata().unwrap().len(), path: "big.bin".into() }, Some(&f))
-    })
-    .await;
+    let (reply, _) = hand_over(&info, &alice, &file).await;
     assert_eq!(reply.error, None);
     assert_eq!(reply.chunk_refs().unwrap(), chunk_file(&file).unwrap(), "the same cuts and ids as the client's");
     assert!(fetch(&ts, &alice, reply.ids.clone()).await == std::fs::read(&file).unwrap());

@@ -63,6 +63,19 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Hands `file` over whole on a fresh connection as `token`: the answer,
+/// and the progress reported before it.
+pub async fn hand_over(info: &LocalIngest, token: &str, file: &Path) -> (Reply, Vec<u64>) {
+    let (socket, token, file) = (PathBuf::from(&info.socket), token.to_string(), file.to_path_buf());
+    blocking(move || {
+        let (sock, _) = hello(&socket, &token);
+        let f = File::open(&file).unwrap();
+        let (size, name) = (f.metadata().unwrap().len(), file.file_name().unwrap().to_string_lossy().into());
+        ask_with_progress(&sock, &Request::File { size, path: name }, Some(&f))
+    })
+    .await
+}
+
 /// The bytes of `ids`, one after the other, fetched over HTTP.
 pub async fn fetch(ts: &TestServer, token: &str, ids: Vec<ChunkId>) -> Vec<u8> {
     let r = ts.post(token, "/chunks/fetch").json(&ChunkList { chunks: ids }).send().await.unwrap();
