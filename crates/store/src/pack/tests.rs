@@ -1,6 +1,7 @@
 //! Tests of the pack store: the shared suite, concurrent writers, recovery
 //! of packs cut short or followed by garbage, sealed indexes, compaction,
-//! the lock, and loose chunks of older data directories.
+//! the lock, and loose chunks of older data directories (writes themselves:
+//! `write/tests.rs`). The helpers here serve both.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -9,24 +10,24 @@ use std::time::Instant;
 
 use super::*;
 
-fn random(len: usize) -> Vec<u8> {
+pub(super) fn random(len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     getrandom::fill(&mut v).unwrap();
     v
 }
 
 /// Text that compresses, different for each `i`.
-fn text(i: usize, len: usize) -> Vec<u8> {
+pub(super) fn text(i: usize, len: usize) -> Vec<u8> {
     let line = format!("line {i} of some text that zstd shrinks well\n");
     line.repeat(len / line.len() + 1).into_bytes()[..len].to_vec()
 }
 
-fn small(seal_bytes: u64) -> PackOptions {
+pub(super) fn small(seal_bytes: u64) -> PackOptions {
     PackOptions { seal_bytes, ..PackOptions::default() }
 }
 
 /// The pack files under a store's root, sorted.
-fn pack_files(root: &Path) -> Vec<PathBuf> {
+pub(super) fn pack_files(root: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(root.join("packs"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -36,17 +37,17 @@ fn pack_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn pack_bytes(root: &Path) -> u64 {
+pub(super) fn pack_bytes(root: &Path) -> u64 {
     pack_files(root).iter().map(|p| fs::metadata(p).unwrap().len()).sum()
 }
 
-fn remove_idx_files(root: &Path) {
+pub(super) fn remove_idx_files(root: &Path) {
     for p in pack_files(root) {
         let _ = fs::remove_file(p.with_extension("idx"));
     }
 }
 
-fn put(store: &PackStore, data: &[u8]) -> ChunkId {
+pub(super) fn put(store: &PackStore, data: &[u8]) -> ChunkId {
     let id = ChunkId::of(data);
     store.put_chunk_sync(id, data).unwrap();
     id
@@ -60,34 +61,6 @@ async fn passes_the_shared_suite() {
     // And again with every record sealed in a pack of its own.
     let store = PackStore::open_with(dir.path().join("sealed"), small(1)).unwrap();
     crate::suite::suite(&store).await;
-}
-
-#[test]
-fn records_are_laid_out_as_documented() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let raw = random(1000);
-    let zipped = text(0, 100_000);
-    let (a, b) = (put(&store, &raw), put(&store, &zipped));
-    assert_eq!(store.inner.size(a).unwrap(), 1000);
-    let zsize = store.inner.size(b).unwrap();
-    assert!(zsize < 10_000, "{zsize}");
-    let files = pack_files(dir.path());
-    assert_eq!(files.len(), 1, "one writer at a time uses one pack");
-    let bytes = fs::read(&files[0]).unwrap();
-    assert_eq!(bytes.len(), 2 * RECORD_HEADER + 1000 + zsize as usize);
-    assert_eq!(&bytes[..4], b"pdk1");
-    assert_eq!(&bytes[4..36], &a.0.0);
-    assert_eq!(u32::from_le_bytes(bytes[36..40].try_into().unwrap()), 1000);
-    assert_eq!(u32::from_le_bytes(bytes[40..44].try_into().unwrap()), 1000);
-    assert_eq!(bytes[44], 0, "random bytes are stored raw");
-    assert_eq!(&bytes[RECORD_HEADER..RECORD_HEADER + 1000], &raw[..]);
-    let second = RECORD_HEADER + 1000;
-    assert_eq!(&bytes[second + 4..second + 36], &b.0.0);
-    assert_eq!(bytes[second + 44], 1, "text is stored as a zstd frame");
-    assert_eq!(store.get_chunk_sync(b).unwrap(), zipped);
-    // No file per chunk.
-    assert!(!has_files(&dir.path().join("chunks")).unwrap());
 }
 
 #[test]
@@ -136,36 +109,6 @@ fn concurrent_writers_then_reopen_find_every_chunk_whole() {
     // The scan sealed them: the next open reads indexes.
     assert!(pack_files(dir.path()).iter().all(|p| p.with_extension("idx").exists()));
     check(&PackStore::open(dir.path()).unwrap());
-}
-
-#[test]
-fn concurrent_puts_of_one_chunk_write_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let data = random(300_000);
-    let id = ChunkId::of(&data);
-    let new: usize = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| store.put_chunk_sync(id, &data).unwrap())).collect();
-        handles.into_iter().map(|h| h.join().unwrap() as usize).sum()
-    });
-    assert_eq!(new, 1);
-    // A large record, padded to whole blocks (see below).
-    assert_eq!(pack_bytes(dir.path()), (RECORD_HEADER + data.len()).next_multiple_of(ALIGN) as u64);
-}
-
-#[test]
-fn putting_a_stored_chunk_returns_false_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let data = text(1, 50_000);
-    let id = put(&store, &data);
-    let before = pack_bytes(dir.path());
-    assert!(!store.put_chunk_sync(id, &data).unwrap());
-    assert_eq!(pack_bytes(dir.path()), before);
-    drop(store);
-    let store = PackStore::open(dir.path()).unwrap();
-    assert!(!store.put_chunk_sync(id, &data).unwrap(), "also after a reopen");
-    assert_eq!(pack_bytes(dir.path()), before);
 }
 
 /// A store (closed) whose one pack holds `n` records, without an index as
@@ -492,145 +435,4 @@ fn loose_chunks_of_an_older_data_directory_stay_readable() {
     let store = PackStore::open(dir.path()).unwrap();
     assert!(!store.has_chunk_sync(ida).unwrap(), "a loose delete is immediate");
     assert_eq!(store.list_chunks_sync().unwrap().len(), 2);
-}
-
-#[tokio::test]
-async fn manifests_are_kept_as_files_and_flush_the_chunks_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let data = Bytes::from(text(3, 1000));
-    let id = ChunkId::of(&data);
-    store.put_chunk(id, data.clone()).await.unwrap();
-    let m = podder_core::Manifest::new(vec![podder_core::Entry {
-        path: "f".into(),
-        kind: podder_core::EntryKind::File { mode: 0o644, size: data.len() as u64, chunks: vec![id] },
-    }]);
-    store.put_manifest(m.id(), Bytes::from(m.canonical_bytes())).await.unwrap();
-    let hex = m.id().to_hex();
-    assert!(dir.path().join("manifests").join(&hex[..2]).join(&hex).exists());
-    assert_eq!(store.get_manifest(m.id()).await.unwrap(), Bytes::from(m.canonical_bytes()));
-}
-
-#[test]
-fn large_records_are_padded_to_whole_blocks_and_survive_a_scan_and_a_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let bigs: Vec<Vec<u8>> = (0..3).map(|i| random(DIRECT_MIN + 1000 * i)).collect();
-    let tiny = random(100);
-    let ids: Vec<ChunkId> = bigs.iter().map(|b| put(&store, b)).collect();
-    let tiny_id = put(&store, &tiny);
-    let padded = |len: usize| (RECORD_HEADER + len).next_multiple_of(ALIGN) as u64;
-    let files = pack_files(dir.path());
-    assert_eq!(files.len(), 2, "large records go to a pack of their own");
-    let lens: Vec<u64> = files.iter().map(|p| fs::metadata(p).unwrap().len()).collect();
-    let want: u64 = bigs.iter().map(|b| padded(b.len())).sum();
-    assert!(lens.contains(&want), "{lens:?} vs {want}");
-    assert!(lens.contains(&(RECORD_HEADER as u64 + 100)), "small records are not padded: {lens:?}");
-    let big_pack = &files[lens.iter().position(|l| *l == want).unwrap()];
-    let bytes = fs::read(big_pack).unwrap();
-    assert_eq!(bytes[44], PADDED, "raw, padded");
-    let second = padded(bigs[0].len()) as usize;
-    assert_eq!(&bytes[second + 4..second + 36], &ids[1].0.0, "the next record starts at the next block");
-    assert!(bytes[RECORD_HEADER + bigs[0].len()..second].iter().all(|b| *b == 0), "padding is zeros");
-    for (id, b) in ids.iter().zip(&bigs) {
-        assert_eq!(&store.get_chunk_sync(*id).unwrap(), b);
-    }
-
-    // Scanned (no index), the padded records are found whole.
-    drop(store);
-    remove_idx_files(dir.path());
-    let store = PackStore::open(dir.path()).unwrap();
-    for (id, b) in ids.iter().zip(&bigs) {
-        assert_eq!(&store.get_chunk_sync(*id).unwrap(), b);
-    }
-    assert_eq!(store.get_chunk_sync(tiny_id).unwrap(), tiny);
-
-    // A compaction copies them, padding and all, and reclaims the deleted one whole.
-    store.delete_chunk_sync(ids[1]).unwrap();
-    store.compact_sync().unwrap();
-    let live = padded(bigs[0].len()) + padded(bigs[2].len()) + RECORD_HEADER as u64 + 100;
-    assert_eq!(pack_bytes(dir.path()), live);
-    drop(store);
-    let store = PackStore::open(dir.path()).unwrap();
-    assert_eq!(store.get_chunk_sync(ids[0]).unwrap(), bigs[0]);
-    assert_eq!(store.get_chunk_sync(ids[2]).unwrap(), bigs[2]);
-    assert!(!store.has_chunk_sync(ids[1]).unwrap());
-}
-
-#[tokio::test]
-async fn a_commit_flushes_the_packs_written_since_the_last_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    let unsynced = |s: &PackStore| lock(&s.inner.unsynced).keys().copied().collect::<Vec<_>>();
-    let commit = |s: &PackStore, data: &[u8]| {
-        let m = podder_core::Manifest::new(vec![podder_core::Entry {
-            path: "a".into(),
-            kind: podder_core::EntryKind::File {
-                mode: 0o644,
-                size: data.len() as u64,
-                chunks: vec![ChunkId::of(data)],
-            },
-        }]);
-        let s = s.clone();
-        async move { s.put_manifest(m.id(), Bytes::from(m.canonical_bytes())).await }
-    };
-    assert!(unsynced(&store).is_empty());
-    // A small record and a large (direct) one: two packs, both new.
-    let (a, b) = (random(1000), random(200_000));
-    put(&store, &a);
-    put(&store, &b);
-    assert_eq!(unsynced(&store).len(), 2);
-    assert!(store.inner.dir_unsynced.load(Ordering::SeqCst));
-    commit(&store, &a).await.unwrap();
-    assert!(unsynced(&store).is_empty(), "the commit flushed both packs");
-    assert!(!store.inner.dir_unsynced.load(Ordering::SeqCst), "and the directory that names them");
-    // A chunk stored already writes nothing, so leaves nothing to flush.
-    put(&store, &b);
-    assert!(unsynced(&store).is_empty());
-    // A new chunk in an existing pack: that pack, not the directory.
-    let c = random(2000);
-    put(&store, &c);
-    assert_eq!(unsynced(&store).len(), 1);
-    assert!(!store.inner.dir_unsynced.load(Ordering::SeqCst));
-    commit(&store, &c).await.unwrap();
-    assert!(unsynced(&store).is_empty());
-    assert_eq!(store.get_chunk_sync(ChunkId::of(&c)).unwrap(), c);
-}
-
-#[test]
-fn put_copied_stores_the_copy_under_the_id_of_the_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = PackStore::open(dir.path()).unwrap();
-    for data in [random(300_000), text(1, 300_000), random(1000)] {
-        let mut calls = 0;
-        let mut fill = |dst: &mut [u8]| {
-            calls += 1;
-            dst.copy_from_slice(&data);
-            ChunkId::of(dst)
-        };
-        let (id, new) = store.inner.put_copied(data.len(), &mut fill).unwrap();
-        assert_eq!((id, new), (ChunkId::of(&data), true));
-        let (again, new) = store.inner.put_copied(data.len(), &mut fill).unwrap();
-        assert_eq!((again, new), (id, false), "stored once");
-        assert_eq!(calls, 2);
-        assert_eq!(store.get_chunk_sync(id).unwrap(), data);
-    }
-    // Whatever `fill` copies, the id it returns names what is stored.
-    let (id, _) = store
-        .inner
-        .put_copied(200_000, &mut |dst| {
-            dst.fill(9);
-            ChunkId::of(dst)
-        })
-        .unwrap();
-    assert_eq!(store.get_chunk_sync(id).unwrap(), vec![9; 200_000]);
-    // And all of it survives a reopen (the raw large record was written
-    // from the copy's buffer, header and padding included).
-    drop(store);
-    let store = PackStore::open(dir.path()).unwrap();
-    assert_eq!(store.get_chunk_sync(id).unwrap(), vec![9; 200_000]);
-    remove_idx_files(dir.path());
-    drop(store);
-    let store = PackStore::open(dir.path()).unwrap();
-    assert_eq!(store.list_chunks_sync().unwrap().len(), 4, "a scan finds every record whole");
 }

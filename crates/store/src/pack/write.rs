@@ -369,3 +369,6 @@ fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
 fn raw_len(id: ChunkId, len: usize) -> Result<u32, StoreError> {
     u32::try_from(len).map_err(|_| StoreError::Invalid(format!("chunk {id} is {len} bytes, more than 4 GiB")))
 }
+
+#[cfg(test)]
+mod tests;
