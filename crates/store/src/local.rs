@@ -161,24 +161,26 @@ impl LocalStore {
     }
 
     fn put_manifest_sync(&self, id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
-        check_manifest(id, bytes)?;
-        let path = self.manifest_path(&id);
-        if !exists(&path)? {
-            if self.fsync {
-                let root = File::open(&self.dirs.tmp).map_err(|e| at(&self.dirs.tmp, e))?;
-                rustix::fs::syncfs(&root).map_err(|e| at(&self.dirs.tmp, e.into()))?;
-            }
-            self.write_atomic(&path, &[bytes], self.fsync)?;
-        }
-        Ok(())
+        self.put_manifest_after(id, bytes, self.fsync)
     }
 
     /// Writes a manifest (flushed) without flushing the file system first:
     /// for a caller that has put its chunks on disk itself.
     pub(crate) fn put_manifest_flushed(&self, id: ManifestId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_manifest_after(id, bytes, false)
+    }
+
+    /// Writes a manifest that is not stored yet, after flushing the whole
+    /// file system (`syncfs`, so every chunk written before it is on disk)
+    /// when `flush_fs`.
+    fn put_manifest_after(&self, id: ManifestId, bytes: &[u8], flush_fs: bool) -> Result<(), StoreError> {
         check_manifest(id, bytes)?;
         let path = self.manifest_path(&id);
         if !exists(&path)? {
+            if flush_fs {
+                let root = File::open(&self.dirs.tmp).map_err(|e| at(&self.dirs.tmp, e))?;
+                rustix::fs::syncfs(&root).map_err(|e| at(&self.dirs.tmp, e.into()))?;
+            }
             self.write_atomic(&path, &[bytes], self.fsync)?;
         }
         Ok(())
