@@ -86,6 +86,10 @@ pub struct RunState {
     pub steps: BTreeMap<String, StepRun>,
     pub cancelled: bool,
     pub outcome: Option<RunOutcome>,
+    /// Steps a retry `--from` runs again: they run even when the step cache
+    /// holds a result for them (see [`retry_from`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub rerun: BTreeSet<String>,
 }
 
 impl RunState {
@@ -95,7 +99,14 @@ impl RunState {
             steps: spec.steps.iter().map(|s| (s.name.clone(), StepRun::pending())).collect(),
             cancelled: false,
             outcome: None,
+            rerun: BTreeSet::new(),
         }
+    }
+
+    /// Whether the scheduler may reuse a cached result for `step`: not for
+    /// the steps a retry from a step runs again.
+    pub fn may_use_cache(&self, step: &str) -> bool {
+        !self.rerun.contains(step)
     }
 
     /// Whether every step is done (see [`StepState::is_done`]).
@@ -415,7 +426,9 @@ pub fn cancel(run: &mut RunState, now: i64) -> Vec<Action> {
 /// downstream of them; it is an error when every step succeeded. With
 /// `Some(step)`, steps outside `step` and its downstream keep a success
 /// (as Cached) or a Failed/Skipped end as it was; steps that never ended
-/// become Pending.
+/// become Pending; `step` and its downstream are recorded in
+/// [`RunState::rerun`], so they run again even where the step cache holds
+/// their result (asking to run a step again means running it).
 pub fn retry_from(spec: &PipelineSpec, old: &RunState, from: Option<&str>) -> Result<RunState, String> {
     let mut again: BTreeSet<String> = BTreeSet::new();
     match from {
@@ -441,6 +454,9 @@ pub fn retry_from(spec: &PipelineSpec, old: &RunState, from: Option<&str>) -> Re
         }
     }
     let mut run = RunState::new(spec);
+    if from.is_some() {
+        run.rerun = again.clone();
+    }
     for (name, s) in run.steps.iter_mut() {
         if again.contains(name) {
             continue;

@@ -37,6 +37,7 @@ fn pending(steps: &[&str]) -> RunState {
         steps: steps.iter().map(|s| (s.to_string(), StepRun::pending())).collect(),
         cancelled: false,
         outcome: None,
+        rerun: Default::default(),
     }
 }
 

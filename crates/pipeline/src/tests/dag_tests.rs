@@ -313,9 +313,13 @@ fn retry_from_a_step_keeps_what_came_before() {
     assert_eq!(again.steps["c"].attempt, 1);
 
     // from a named step: it and its downstream run again
+    assert!(again.rerun.is_empty() && again.may_use_cache("c"), "a retry of failed steps may use the cache");
     let from_a = retry_from(&spec, &run, Some("a")).unwrap();
     assert!(from_a.steps.values().all(|s| *s == StepRun::pending()));
+    assert!(["a", "b", "c", "d"].iter().all(|s| !from_a.may_use_cache(s)), "{:?}", from_a.rerun);
     let from_b = retry_from(&spec, &run, Some("b")).unwrap();
+    assert!(!from_b.may_use_cache("b") && !from_b.may_use_cache("d"));
+    assert!(from_b.may_use_cache("a") && from_b.may_use_cache("c"));
     assert_eq!(
         (st(&from_b, "a"), st(&from_b, "b"), st(&from_b, "c"), st(&from_b, "d")),
         (StepState::Cached, StepState::Pending, StepState::Failed, StepState::Pending)

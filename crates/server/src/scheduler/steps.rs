@@ -111,7 +111,7 @@ async fn prepare(state: &AppState, w: &mut Working, step: &str, attempt: u32, no
             return Ok(None);
         }
     };
-    if s.cache {
+    if s.cache && w.state.may_use_cache(step) {
         let key = cache_key(&job);
         if let Some(hit) = state.meta.get_cache(&w.run.owner, &w.run.project, &key).await?
             && state.store.has_manifest(hit.output).await?
