@@ -33,10 +33,18 @@ const REPORT_EVERY: usize = 8;
 /// The per-directory ignore file podder reads besides `.gitignore`.
 pub const IGNORE_FILE: &str = ".podderignore";
 
+/// The file podder writes into a directory it downloaded into (`clone`,
+/// `output --download`) inside a project: with `respect_ignore`, a
+/// directory below the root that holds one is left out, and the file
+/// itself is never part of a tree.
+pub const DOWNLOAD_MARKER: &str = ".podder-download";
+
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
     /// Skip what `.gitignore` (also outside a git repository, and the user's
-    /// global git excludes) and `.podderignore` files exclude.
+    /// global git excludes) and `.podderignore` files exclude, and
+    /// directories below the root that podder downloaded into
+    /// ([`DOWNLOAD_MARKER`]).
     pub respect_ignore: bool,
     /// Refuse trees whose files total more than this many bytes.
     pub max_bytes: Option<u64>,

@@ -59,6 +59,27 @@ fn ignore_files_hidden_files_and_git() {
 }
 
 #[test]
+fn directories_podder_downloaded_into_are_left_out_of_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    put(r, "train.py", b"print(1)", 0o644);
+    put(r, "snapshot/train.py", b"print(0)", 0o644);
+    put(r, &format!("snapshot/{DOWNLOAD_MARKER}"), b"", 0o644);
+    put(r, "out/model.bin", b"weights", 0o644);
+    put(r, &format!("out/{DOWNLOAD_MARKER}"), b"", 0o644);
+    put(r, "mine/.podder-download/x", b"a directory of that name is the user's", 0o644);
+    let tree = scan_tree(r, &opts(true)).unwrap();
+    assert_eq!(paths(&tree), ["mine", "mine/.podder-download", "mine/.podder-download/x", "train.py"]);
+    // A data upload (no ignore rules) takes them, but never the marker.
+    let all = scan_tree(r, &opts(false)).unwrap();
+    assert!(paths(&all).contains(&"out/model.bin"));
+    assert!(!paths(&all).iter().any(|p| p.ends_with(DOWNLOAD_MARKER) && !p.starts_with("mine")), "{:?}", paths(&all));
+    // Scanned from inside a downloaded directory, its own files are kept.
+    let inner = scan_tree(&r.join("snapshot"), &opts(true)).unwrap();
+    assert_eq!(paths(&inner), ["train.py"]);
+}
+
+#[test]
 fn dirs_modes_names_symlinks_and_sources() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();

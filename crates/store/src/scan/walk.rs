@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use ignore::WalkBuilder;
 use podder_core::{Entry, EntryKind};
 
-use super::IGNORE_FILE;
+use super::{DOWNLOAD_MARKER, IGNORE_FILE};
 use crate::statcache::FileStat;
 
 /// A regular file found by the walk, to be chunked.
@@ -36,7 +36,17 @@ pub(super) fn walk(root: &Path, respect_ignore: bool) -> Walked {
         .ignore(false)
         .require_git(false)
         .follow_links(false)
-        .filter_entry(|e| e.depth() == 0 || e.file_name() != ".git");
+        .filter_entry(move |e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            if e.file_name() == ".git" || (!is_dir && e.file_name() == DOWNLOAD_MARKER) {
+                return false;
+            }
+            // What podder itself downloaded into a project stays out of its code.
+            !(respect_ignore && is_dir && e.path().join(DOWNLOAD_MARKER).is_file())
+        });
     if respect_ignore {
         builder.add_custom_ignore_filename(IGNORE_FILE);
     }
