@@ -7,10 +7,13 @@ pub enum ClientError {
     /// The server answered with an error status and a message.
     #[error("{message}")]
     Api { status: u16, kind: String, message: String },
+    /// No connection could be made; `cause` is the innermost reason (e.g.
+    /// "Connection refused"), so the address is named once.
     #[error(
-        "cannot reach the podder server at {base}: {source}. Is it running? Start one with `podder up`, or set PODDER_SERVER"
+        "cannot reach the podder server at {base} ({cause}): start one with `podder up`, or set PODDER_SERVER \
+         (or `podder login --server URL`) to a running server's address"
     )]
-    Connect { base: String, source: reqwest::Error },
+    Connect { base: String, cause: String },
     #[error("HTTP error: {0}")]
     Http(reqwest::Error),
     #[error("{0}")]
@@ -26,7 +29,11 @@ pub enum ClientError {
 
 impl ClientError {
     pub(crate) fn connect(base: &str, e: reqwest::Error) -> ClientError {
-        if e.is_connect() { ClientError::Connect { base: base.to_string(), source: e } } else { ClientError::Http(e) }
+        if e.is_connect() {
+            ClientError::Connect { base: base.to_string(), cause: root_cause(&e) }
+        } else {
+            ClientError::Http(e)
+        }
     }
 
     /// The HTTP status when the server answered with an error.
@@ -54,4 +61,18 @@ pub(crate) async fn check(resp: reqwest::Response) -> Result<reqwest::Response, 
         message
     };
     Err(ClientError::Api { status: status.as_u16(), kind, message })
+}
+
+/// The innermost error's text, without the "(os error N)" suffix: what
+/// actually went wrong, where reqwest's own text repeats the URL.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
