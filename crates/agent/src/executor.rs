@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use crate::logs::{LogSink, read_lines};
+pub use crate::native::limits::Limits;
+pub use crate::native::proxy::JobServer;
+use crate::native::{self, limits};
 use crate::sandbox::{self, Sandbox, UNSANDBOXED_WARNING};
 use crate::signals;
 use crate::spawn as vspawn;
@@ -54,6 +57,35 @@ pub struct JobPlan {
     pub timeout: Option<Duration>,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// `--cpus` and `--memory` (see [`crate::native::limits`]).
+    pub limits: Limits,
+    /// `--no-network`: loopback only (and the job's server, through
+    /// [`crate::native::proxy`]).
+    pub no_network: bool,
+    /// The job's server, given to it as `PODDER_SERVER`.
+    pub server: Option<JobServer>,
+}
+
+impl JobPlan {
+    /// A plan running `script` in these directories, with no inputs,
+    /// variables or limits, and a 10 s stop grace.
+    pub fn new(script: String, code_dir: PathBuf, output_dir: PathBuf, sandbox: Sandbox) -> JobPlan {
+        JobPlan {
+            script,
+            env: Vec::new(),
+            code_dir,
+            output_dir,
+            inputs: Vec::new(),
+            hide: Vec::new(),
+            extra_ro: Vec::new(),
+            sandbox,
+            timeout: None,
+            stop_grace: Duration::from_secs(10),
+            limits: Limits::default(),
+            no_network: false,
+            server: None,
+        }
+    }
 }
 
 /// Why the process ended.
@@ -175,13 +207,57 @@ impl Running {
 /// Call it from a task on the runtime, not from a blocking thread: the
 /// parent-death signal fires when the *thread* that spawned the process ends.
 pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
-    if !plan.sandbox.is_sandboxed() {
+    let applied = limits::apply(&plan.limits).map_err(std::io::Error::other)?;
+    if matches!(plan.sandbox, Sandbox::None) {
         tracing::warn!(code = %plan.code_dir.display(), "{UNSANDBOXED_WARNING}");
         log.system(UNSANDBOXED_WARNING).await;
+        if plan.no_network {
+            return Err(std::io::Error::other(
+                "--no-network needs the job sandbox, and this agent runs jobs unsandboxed (--sandbox none)",
+            ));
+        }
+    }
+    if matches!(plan.sandbox, Sandbox::Bubblewrap(_)) && (plan.limits != Limits::default()) {
+        return Err(std::io::Error::other(
+            "--cpus and --memory are enforced by the native sandbox and docker, not under bubblewrap: \
+             start the agent with the default sandbox",
+        ));
+    }
+    for note in &applied.notes {
+        log.system(note.clone()).await;
     }
     let mut readers = Vec::new();
-    let (child, pid, init) = match plan.sandbox.is_sandboxed() {
-        true => {
+    let mut proxy = None;
+    let (child, pid, init) = match &plan.sandbox {
+        Sandbox::Native(n) => {
+            // Started by the agent itself, without fork or a second program
+            // (see `native`); its init is the returned process.
+            let inv = sandbox::invocation(&plan);
+            let root = native::root_dir(&plan.code_dir);
+            std::fs::create_dir_all(&root)?;
+            native::give_dirs(n, &[&plan.code_dir, &plan.output_dir])?;
+            let steps = native::layout::steps(&plan);
+            let (out_r, out_w) = vspawn::pipe()?;
+            let (err_r, err_w) = vspawn::pipe()?;
+            let null = vspawn::dev_null()?;
+            let extras = native::Extras {
+                no_network: plan.no_network,
+                proxy_port: plan.server.as_ref().filter(|_| plan.no_network).map(JobServer::inside_port),
+                limits: applied,
+            };
+            let started =
+                native::spawn(n, &root, &steps, &inv.program, &inv.args, &inv.env, [&null, &out_w, &err_w], &extras)?;
+            drop((out_w, err_w, null));
+            if let (Some(l), Some(server)) = (started.listener, &plan.server) {
+                proxy = Some(native::proxy::serve(l, server.clone()));
+            }
+            let pid = started.spawned.pid;
+            let process = vspawn::Process::new(started.spawned)?;
+            readers.push(tokio::spawn(read_lines(vspawn::reader(out_r)?, Stream::Stdout, log.clone())));
+            readers.push(tokio::spawn(read_lines(vspawn::reader(err_r)?, Stream::Stderr, log.clone())));
+            (Proc::Spawned(process), pid, None)
+        }
+        Sandbox::Bubblewrap(_) => {
             // Under bubblewrap: started without fork (see `spawn`), with the
             // write end of a pipe as the child's `INFO_FD`, on which bwrap
             // names its sandbox's init (see `SandboxInit`).
@@ -199,18 +275,30 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
             readers.push(tokio::spawn(read_lines(vspawn::reader(err_r)?, Stream::Stderr, log.clone())));
             (Proc::Spawned(process), pid, Some(SandboxInit::read(info_r)))
         }
-        false => {
+        Sandbox::None => {
             let mut cmd = sandbox::command(&plan);
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
             let parent = rustix::process::getpid();
+            let (data_limit, cpus) = (applied.data_limit, applied.cpus);
             // SAFETY: the closure only makes async-signal-safe system calls
-            // (prctl, getppid) between fork and exec.
+            // (prctl, getppid, setrlimit, sched_setaffinity) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
                     set_parent_process_death_signal(Some(Signal::KILL))?;
                     // The agent may have died before the signal was armed.
                     if getppid() != Some(parent) {
                         return Err(std::io::Error::other("the agent exited"));
+                    }
+                    if let Some(b) = data_limit {
+                        let lim = libc::rlimit { rlim_cur: b, rlim_max: b };
+                        if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if let Some(set) = &cpus
+                        && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
                 });
@@ -230,7 +318,8 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
     let (done_tx, done) = watch::channel(None);
     let sup = Supervisor {
         pid,
-        sandboxed: plan.sandbox.is_sandboxed(),
+        // bwrap's outer process must not get SIGTERM (see `signals::terminate`).
+        spare_leader: matches!(plan.sandbox, Sandbox::Bubblewrap(_)),
         timeout: plan.timeout,
         grace: plan.stop_grace,
         log,
@@ -238,6 +327,9 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
     };
     tokio::spawn(async move {
         let info = sup.run(child, req_rx, readers).await;
+        if let Some(p) = proxy {
+            p.abort();
+        }
         let _ = done_tx.send(Some(info));
     });
     Ok(Running { pid, container: None, requests, done, released: None })
@@ -245,7 +337,7 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
 
 struct Supervisor {
     pid: u32,
-    sandboxed: bool,
+    spare_leader: bool,
     timeout: Option<Duration>,
     grace: Duration,
     log: LogSink,
@@ -413,7 +505,7 @@ impl Supervisor {
 
     /// Sends SIGTERM and returns when SIGKILL is due.
     fn terminate(&self) -> Instant {
-        signals::terminate(self.pid, self.sandboxed);
+        signals::terminate(self.pid, self.spare_leader);
         Instant::now() + self.grace
     }
 }

@@ -17,6 +17,7 @@ mod images;
 pub mod inventory;
 mod job;
 pub mod logs;
+pub mod native;
 mod prepare;
 mod retry;
 pub mod sandbox;
@@ -44,9 +45,12 @@ pub use sandbox::Sandbox;
 /// How jobs are isolated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SandboxMode {
-    /// bubblewrap when `bwrap` is on `PATH` and works, else none (with a warning).
+    /// The native sandbox; where this machine cannot create it, the agent
+    /// refuses to start and says which setting to change.
     #[default]
     Auto,
+    /// The native sandbox (the same as `Auto`).
+    Native,
     /// bubblewrap, or the agent refuses to start.
     Bubblewrap,
     /// Run jobs directly on the host (each job's log says so).
@@ -178,10 +182,10 @@ pub async fn run_agent(
         ExecutorKind::Process => None,
         ExecutorKind::Docker => Some(images::Images::connect(&config.name).await?),
     };
-    if !sandbox.is_sandboxed() && !config.hide_paths.is_empty() {
+    if config.executor == ExecutorKind::Process && !sandbox.is_sandboxed() {
         tracing::warn!(
             hidden = ?config.hide_paths,
-            "without bubblewrap, jobs can read every path this agent's user can, hide_paths included"
+            "--sandbox none: jobs run unsandboxed and can read every path this agent's user can"
         );
     }
     let inventory = inventory::inventory(&config);

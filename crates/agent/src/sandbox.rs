@@ -16,6 +16,7 @@ use tokio::process::Command;
 
 use crate::SandboxMode;
 use crate::executor::JobPlan;
+use crate::native::Native;
 
 /// The `PATH` every job starts with.
 pub const JOB_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -28,56 +29,50 @@ const SYSTEM_DIRS: [&str; 7] = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/e
 const EXTRA_RO: [&str; 1] = ["/run/systemd/resolve"];
 
 /// The warning a job gets when it runs without a sandbox.
-pub const UNSANDBOXED_WARNING: &str = "warning: bubblewrap (bwrap) not found: this job runs unsandboxed; \
-     paths are given by PODDER_CODE, PODDER_OUTPUT and PODDER_MOUNT_*";
+pub const UNSANDBOXED_WARNING: &str = "warning: this job runs unsandboxed (the agent was started with \
+     --sandbox none): it can read what the agent's user can; paths are given by PODDER_CODE, PODDER_OUTPUT \
+     and PODDER_MOUNT_*";
 
 /// A resolved sandbox: what [`SandboxMode`] turned into on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sandbox {
-    /// Run through this bubblewrap binary.
+    /// podder's own (see [`crate::native`]): the default.
+    Native(Native),
+    /// Run through this bubblewrap binary (kept as an option, and to
+    /// measure the native sandbox beside it).
     Bubblewrap(PathBuf),
-    /// Run directly on the host.
+    /// Run directly on the host (only when asked for: `--sandbox none`).
     None,
 }
 
 impl Sandbox {
-    /// Resolves a mode. `Auto` uses bwrap when it is on `PATH` and works
-    /// here (user namespaces may be disabled), else warns and runs
-    /// unsandboxed; `Bubblewrap` fails when bwrap is missing or broken.
+    /// Resolves a mode. `Auto` and `Native` are the native sandbox, checked
+    /// once here: where this machine cannot create its namespaces the agent
+    /// refuses to start, with the setting to change, rather than run jobs
+    /// unsandboxed. `Bubblewrap` fails when bwrap is missing or broken.
     pub async fn resolve(mode: SandboxMode) -> anyhow::Result<Sandbox> {
         match mode {
             SandboxMode::None => Ok(Sandbox::None),
+            SandboxMode::Auto | SandboxMode::Native => {
+                let native = Native::for_this_user();
+                crate::native::probe(&native)?;
+                Ok(Sandbox::Native(native))
+            }
             SandboxMode::Bubblewrap => {
                 let bwrap = find_bwrap().ok_or_else(|| {
                     anyhow::anyhow!(
                         "bubblewrap (bwrap) was not found on PATH: install it (e.g. `apt-get install bubblewrap`) \
-                         or choose another sandbox mode"
+                         or use the default sandbox"
                     )
                 })?;
                 probe(&bwrap).await?;
                 Ok(Sandbox::Bubblewrap(bwrap))
             }
-            SandboxMode::Auto => match find_bwrap() {
-                Some(bwrap) => match probe(&bwrap).await {
-                    Ok(()) => Ok(Sandbox::Bubblewrap(bwrap)),
-                    Err(e) => {
-                        tracing::warn!("{e}; jobs will run unsandboxed");
-                        Ok(Sandbox::None)
-                    }
-                },
-                None => {
-                    tracing::warn!(
-                        "bubblewrap (bwrap) not found on PATH: jobs will run unsandboxed \
-                         (install bubblewrap to isolate them)"
-                    );
-                    Ok(Sandbox::None)
-                }
-            },
         }
     }
 
     pub fn is_sandboxed(&self) -> bool {
-        matches!(self, Sandbox::Bubblewrap(_))
+        !matches!(self, Sandbox::None)
     }
 }
 
@@ -167,13 +162,28 @@ pub(crate) fn invocation(plan: &JobPlan) -> Invocation {
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ];
     env.extend(plan.env.iter().cloned());
+    if let Some(server) = &plan.server {
+        let url = match (&plan.sandbox, plan.no_network) {
+            (Sandbox::Native(_), true) => format!("http://127.0.0.1:{}", server.inside_port()),
+            _ => server.url.clone(),
+        };
+        env.push(("PODDER_SERVER".into(), url));
+    }
+    let sandboxed_env = |env: &mut Vec<(String, String)>| {
+        env.push(("PODDER_CODE".into(), "/code".into()));
+        env.push(("PODDER_OUTPUT".into(), "/output".into()));
+        for (_, mount) in &plan.inputs {
+            env.push((format!("PODDER_MOUNT_{}", mount.env_suffix()), mount.to_string()));
+        }
+    };
     match &plan.sandbox {
+        Sandbox::Native(_) => {
+            sandboxed_env(&mut env);
+            let args = vec!["-c".to_string(), plan.script.clone()];
+            Invocation { program: "/bin/sh".into(), args, env, cwd: None }
+        }
         Sandbox::Bubblewrap(bwrap) => {
-            env.push(("PODDER_CODE".into(), "/code".into()));
-            env.push(("PODDER_OUTPUT".into(), "/output".into()));
-            for (_, mount) in &plan.inputs {
-                env.push((format!("PODDER_MOUNT_{}", mount.env_suffix()), mount.to_string()));
-            }
+            sandboxed_env(&mut env);
             let mut args = vec!["--info-fd".to_string(), INFO_FD.to_string()];
             args.extend(bwrap_args(plan));
             args.extend(["--".into(), "/bin/sh".into(), "-c".into(), plan.script.clone()]);
@@ -215,6 +225,9 @@ pub(crate) fn bwrap_args(plan: &JobPlan) -> Vec<String> {
         ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
             .map(String::from)
             .into();
+    if plan.no_network {
+        a.push("--unshare-net".into());
+    }
     // (host directory, where it appears in the sandbox), to place hide paths.
     let mut binds: Vec<(PathBuf, PathBuf)> = Vec::new();
     binds.extend(canonical("/usr").map(|c| (c, "/usr".into())));
@@ -320,6 +333,9 @@ mod tests {
             sandbox: Sandbox::Bubblewrap("/usr/bin/bwrap".into()),
             timeout: None,
             stop_grace: std::time::Duration::from_secs(1),
+            limits: Default::default(),
+            no_network: false,
+            server: None,
         };
         let mount: MountPath = "/data/d".parse().unwrap();
         let with_input = JobPlan { inputs: vec![(tree.clone(), mount.clone())], ..bare.clone() };

@@ -53,6 +53,56 @@ struct ChildArgs {
 pub(crate) struct Spawned {
     pub pid: u32,
     pub pidfd: OwnedFd,
+    /// The stack the process runs on while it shares our memory (the
+    /// native sandbox's init), kept until it is reaped.
+    pub stack: Option<Stack>,
+}
+
+/// A stack for a process that shares our memory: mapped, with a guard page
+/// below it, unmapped on drop (only once nothing runs on it).
+pub(crate) struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone.
+unsafe impl Send for Stack {}
+unsafe impl Sync for Stack {}
+
+impl Stack {
+    pub(crate) fn new(size: usize) -> io::Result<Stack> {
+        let page = 4096;
+        let len = size + page;
+        // SAFETY: a fresh anonymous mapping; the lowest page becomes the guard.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            libc::mprotect(base, page, libc::PROT_NONE);
+            Ok(Stack { base, len })
+        }
+    }
+
+    /// The top of the stack (it grows down), 16-byte aligned.
+    pub(crate) fn top(&self) -> *mut c_void {
+        let end = self.base as usize + self.len;
+        (end - end % 16) as *mut c_void
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
 }
 
 /// Starts `program` with `args` and exactly the variables `env`, in a new
@@ -157,7 +207,7 @@ pub(crate) fn spawn(
             return Err(e.into());
         }
     };
-    Ok(Spawned { pid: pid as u32, pidfd })
+    Ok(Spawned { pid: pid as u32, pidfd, stack: None })
 }
 
 /// The child, between clone and exec: plain system calls only.
@@ -215,6 +265,7 @@ pub(crate) struct Process {
     pid: u32,
     pidfd: tokio::io::unix::AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
+    stack: Option<Stack>,
 }
 
 impl Process {
@@ -222,7 +273,7 @@ impl Process {
         // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and open as long as it.
         let pidfd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(s.pidfd, tokio::io::Interest::READABLE) }
             .map_err(|e| io::Error::other(format!("cannot watch the job's process: {e}")))?;
-        Ok(Process { pid: s.pid, pidfd, status: None })
+        Ok(Process { pid: s.pid, pidfd, status: None, stack: s.stack })
     }
 
     /// Waits for the process to exit and reaps it. May be called again,
@@ -239,7 +290,11 @@ impl Process {
             match r {
                 0 => guard.clear_ready(),
                 r if r < 0 => return Err(io::Error::last_os_error()),
-                _ => self.status = Some(ExitStatus::from_raw(status)),
+                _ => {
+                    self.status = Some(ExitStatus::from_raw(status));
+                    // Reaped: nothing runs on its stack any more.
+                    self.stack = None;
+                }
             }
         }
     }
@@ -255,9 +310,11 @@ impl Drop for Process {
         let pid = self.pid as libc::pid_t;
         // SAFETY: our own unreaped child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        let stack = self.stack.take();
         let reap = move || {
             // SAFETY: as above.
             unsafe { libc::waitpid(pid, &mut 0, 0) };
+            drop(stack);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => drop(h.spawn_blocking(reap)),

@@ -14,7 +14,7 @@ use podder_store::scan::{ScanOptions, scan_tree};
 
 use crate::Shared;
 use crate::cache::TreePin;
-use crate::executor::{Ending, ExitStatusInfo, JobPlan};
+use crate::executor::{Ending, ExitStatusInfo, JobPlan, JobServer, Limits};
 use crate::heartbeat::Control;
 use crate::logs::LogSink;
 use crate::prepare::{JobDirs, remove_tree};
@@ -119,8 +119,17 @@ pub(crate) fn plan(
     }
     let mut hide = shared.config.hide_paths.clone();
     hide.push(shared.workspace.root().to_path_buf());
+    let r = &spec.resources;
+    let job = &lease.job.job_ref;
+    let server = lease.server_url.as_ref().map(|url| JobServer {
+        url: url.trim_end_matches('/').to_string(),
+        routes: match &job.owner {
+            Some(owner) => vec![format!("/api/v1/jobs/{owner}/{}/{}", job.project, job.number)],
+            None => vec![],
+        },
+    });
     Ok(JobPlan {
-        script: build_script(&spec.setup, &spec.command),
+        script: build_script(&crate::envs::with_job_venv(&spec.setup, &crate::envs::job_venv_dir(shared, dirs)), &spec.command),
         env,
         code_dir: dirs.code.clone(),
         output_dir: dirs.output.clone(),
@@ -130,6 +139,9 @@ pub(crate) fn plan(
         sandbox: shared.sandbox.clone(),
         timeout: spec.timeout_secs.map(Duration::from_secs),
         stop_grace: shared.config.stop_grace,
+        limits: Limits { cpus: r.cpus, memory_bytes: r.memory_bytes },
+        no_network: r.no_network,
+        server,
     })
 }
 

@@ -26,18 +26,31 @@ fn plan(dir: &Path, script: &str, sandbox: Sandbox) -> JobPlan {
     let (code, output) = (dir.join("code"), dir.join("output"));
     std::fs::create_dir_all(&code).unwrap();
     std::fs::create_dir_all(&output).unwrap();
-    JobPlan {
-        script: script.into(),
-        env: vec![("PODDER_JOB".into(), "alice/mnist#1".into())],
-        code_dir: code,
-        output_dir: output,
-        inputs: vec![],
-        hide: vec![],
-        extra_ro: vec![],
-        sandbox,
-        timeout: None,
-        stop_grace: Duration::from_secs(5),
-    }
+    let mut p = JobPlan::new(script.into(), code, output, sandbox);
+    p.env = vec![("PODDER_JOB".into(), "alice/mnist#1".into())];
+    p.stop_grace = Duration::from_secs(5);
+    p
+}
+
+/// A directory the sandbox shows (under `/opt`), where the test can write:
+/// `PODDER_TEST_VISIBLE_DIR` when set (the unprivileged run of CI makes
+/// one), else `/opt` itself.
+fn visible_dir() -> PathBuf {
+    let d = std::env::var_os("PODDER_TEST_VISIBLE_DIR").map(PathBuf::from).unwrap_or_else(|| "/opt".into());
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The native sandbox (it must work on every machine the tests run on).
+async fn native() -> Sandbox {
+    Sandbox::resolve(SandboxMode::Native).await.expect("the native sandbox works here")
+}
+
+/// The native sandbox, and bubblewrap when this machine has it.
+async fn sandboxes() -> Vec<Sandbox> {
+    let mut v = vec![native().await];
+    v.extend(bwrap().await);
+    v
 }
 
 /// Runs a plan to its end; returns how it ended and every log line.
@@ -75,14 +88,17 @@ async fn wait_line(rx: &mut Receiver<LogLine>, text: &str) {
 }
 
 #[tokio::test]
-async fn bwrap_layout_and_isolation() {
-    let Some(sandbox) = bwrap().await else { return };
+async fn layout_and_isolation() {
+    for sandbox in sandboxes().await {
+        layout_and_isolation_in(sandbox).await;
+    }
+}
+
+async fn layout_and_isolation_in(sandbox: Sandbox) {
     let t = tempfile::tempdir().unwrap();
     // Places inside a directory the sandbox shows (/opt), to be hidden.
-    let opt = Path::new("/opt");
-    if !opt.is_dir() {
-        std::fs::create_dir_all(opt).unwrap();
-    }
+    let opt = visible_dir();
+    let opt = opt.as_path();
     let secret = tempfile::tempdir_in(opt).unwrap();
     std::fs::write(secret.path().join("key"), "s3cret").unwrap();
     let work = tempfile::tempdir_in(opt).unwrap();
@@ -115,7 +131,7 @@ async fn bwrap_layout_and_isolation() {
     );
     let (info, lines) = run(p.clone()).await;
     let out = texts(&lines, Stream::Stdout);
-    assert_eq!(info.code, 0, "{lines:#?}");
+    assert_eq!(info.code, 0, "{:?}: {lines:#?}", p.sandbox);
     assert_eq!(
         out,
         [
@@ -160,7 +176,7 @@ async fn exit_codes() {
     assert_eq!(info.code, 1);
     let (info, _) = run(plan(t.path(), "kill -9 $$", Sandbox::None)).await;
     assert_eq!((info.code, info.signal), (137, Some(9)));
-    if let Some(sb) = bwrap().await {
+    for sb in sandboxes().await {
         let (info, lines) = run(plan(t.path(), "exit 3", sb.clone())).await;
         assert_eq!((info.code, info.ending), (3, Ending::Exited), "{lines:#?}");
         let (info, _) = run(plan(t.path(), "kill -9 $$", sb)).await;
@@ -211,6 +227,9 @@ async fn stop_kills_the_whole_tree() {
     let (info, lines) = stop_tree(Sandbox::None, script, Duration::from_secs(5), 3).await;
     assert_eq!(info.signal, Some(15), "{lines:#?}");
     assert!(texts(&lines, Stream::System).iter().any(|l| l.contains("SIGTERM")));
+    // The native init, sh and two sleeps.
+    let (info, lines) = stop_tree(native().await, script, Duration::from_secs(5), 4).await;
+    assert_eq!(info.code, 128 + 15, "{lines:#?}");
     if let Some(sb) = bwrap().await {
         // Two bwrap processes, sh and two sleeps.
         let (info, lines) = stop_tree(sb, script, Duration::from_secs(5), 5).await;
@@ -224,6 +243,8 @@ async fn stop_escalates_to_sigkill() {
     let (info, lines) = stop_tree(Sandbox::None, script, Duration::from_millis(500), 3).await;
     assert_eq!(info.code, 137, "{lines:#?}");
     assert!(texts(&lines, Stream::System).iter().any(|l| l.contains("SIGKILL")));
+    let (info, lines) = stop_tree(native().await, script, Duration::from_millis(500), 4).await;
+    assert_eq!(info.code, 137, "{lines:#?}");
     if let Some(sb) = bwrap().await {
         let (info, lines) = stop_tree(sb, script, Duration::from_millis(500), 5).await;
         assert_eq!(info.code, 137, "{lines:#?}");
@@ -231,12 +252,14 @@ async fn stop_escalates_to_sigkill() {
 }
 
 #[tokio::test]
-async fn sigterm_reaches_the_job_inside_bwrap() {
-    let Some(sb) = bwrap().await else { return };
+async fn sigterm_reaches_the_job_inside_the_sandbox() {
     let script = "trap 'echo got term; exit 5' TERM; echo started; sleep 1000 & wait";
-    let (info, lines) = stop_tree(sb, script, Duration::from_secs(5), 4).await;
-    assert_eq!(info.code, 5, "{lines:#?}");
-    assert!(texts(&lines, Stream::Stdout).contains(&"got term"));
+    for (sb, min) in [(Some(native().await), 3), (bwrap().await, 4)] {
+        let Some(sb) = sb else { continue };
+        let (info, lines) = stop_tree(sb, script, Duration::from_secs(5), min).await;
+        assert_eq!(info.code, 5, "{lines:#?}");
+        assert!(texts(&lines, Stream::Stdout).contains(&"got term"));
+    }
 }
 
 #[tokio::test]
