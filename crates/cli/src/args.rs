@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "podder", version, about = "Run deep-learning jobs on your own machines, with everything recorded")]
 pub struct Cli {
+    /// Also print the log (tracing) on stderr; `up`, `server`, `agent` and
+    /// `demo` always write it to a log file, which they name
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,7 +84,7 @@ pub enum Command {
         /// Where the demo's server keeps its data (default: a new temporary directory)
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Leave the server running after the demo
+        /// Keep the server running after the demo, until Ctrl-C, to look at its jobs
         #[arg(long)]
         keep: bool,
         #[arg(long, default_value = "127.0.0.1:0")]

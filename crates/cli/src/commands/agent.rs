@@ -1,5 +1,6 @@
 //! `podder agent`: a worker that pulls jobs from a server.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -13,13 +14,13 @@ use crate::config::{self, ClientConfig};
 pub const DEFAULT_IMAGE: &str = "python:3.11-slim";
 
 pub async fn run(a: AgentArgs) -> Result<i32> {
+    let work_dir = work_dir(&a);
     let cfg = ClientConfig::load()?;
     let server = a.server.or(cfg.server).ok_or_else(|| anyhow!("no server given: pass --server URL"))?;
     let token = a.token.or(cfg.token).ok_or_else(|| anyhow!("no token given: pass --token TOKEN"))?;
     let client = Client::new(&server, &token)?;
     client.whoami().await?;
     let name = a.name.unwrap_or_else(hostname);
-    let work_dir = a.work_dir.unwrap_or_else(|| config::default_data_dir().join(format!("agent-{name}")));
     let config = AgentConfig {
         name: name.clone(),
         queue: a.queue,
@@ -46,8 +47,18 @@ pub async fn run(a: AgentArgs) -> Result<i32> {
         config.executor,
         if gpus.is_empty() { "none".into() } else { gpus.join(",") }
     );
+    eprintln!("log: {}", crate::logging::log_file(&config.work_dir).display());
     podder_agent::run_agent(client, config, super::shutdown_signal()).await?;
     Ok(0)
+}
+
+/// The agent's work directory: `--work-dir`, else `agent-NAME` in the
+/// default data directory. Its `logs/podder.log` is the agent's log.
+pub fn work_dir(a: &AgentArgs) -> PathBuf {
+    a.work_dir.clone().unwrap_or_else(|| {
+        let name = a.name.clone().unwrap_or_else(hostname);
+        config::default_data_dir().join(format!("agent-{name}"))
+    })
 }
 
 fn hostname() -> String {

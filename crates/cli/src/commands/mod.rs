@@ -60,6 +60,18 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The log file of a command that runs a server or an agent (see
+/// `crate::logging`); `None` for client commands, which keep no log.
+pub fn log_file(command: &Command) -> Option<std::path::PathBuf> {
+    let dir = match command {
+        Command::Up(a) | Command::Server(a) => a.data_dir.clone().unwrap_or_else(crate::config::default_data_dir),
+        Command::Demo { data_dir, .. } => demo::data_dir(data_dir.as_deref()),
+        Command::Agent(a) => agent::work_dir(a),
+        _ => return None,
+    };
+    Some(crate::logging::log_file(&dir))
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
