@@ -328,3 +328,4 @@ fn job_dies_with_its_parent() {
     }
     assert!(group_members(pid).is_empty(), "the job outlived its parent thread");
 }
+mod attacks;
