@@ -6,16 +6,16 @@ mod commands;
 mod config;
 mod ctx;
 mod display;
+mod logging;
 mod progress;
 
 use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PODDER_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,podder=info,podder_server=info,podder_agent=info")
-    });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    if let Some(problem) = logging::init(cli.verbose, commands::log_file(&cli.command).as_deref()) {
+        eprintln!("podder: {problem}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,

@@ -3,14 +3,14 @@
 //! first job's output. Shows the whole loop on a new machine in one command.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use podder_agent::{AgentConfig, SandboxMode};
 use podder_client::Client;
-use podder_core::JobState;
 use podder_core::api::{Job, SubmitJob};
+use podder_core::{JobRef, JobState};
 
 use crate::args::ServeArgs;
 use crate::ctx::Ctx;
@@ -18,9 +18,16 @@ use crate::ctx::Ctx;
 const TRAIN: &str = include_str!("../../examples/demo/train.py");
 const EVALUATE: &str = include_str!("../../examples/demo/evaluate.py");
 
-pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> Result<i32> {
-    let temporary = data_dir.is_none();
-    let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("podder-demo-{}", std::process::id())));
+/// Where the demo keeps its data: `--data-dir`, else a new directory in the
+/// temporary directory (removed at the end, unless the demo failed).
+pub fn data_dir(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("podder-demo-{}", std::process::id())))
+}
+
+pub async fn run(data_dir_flag: Option<PathBuf>, keep: bool, listen: SocketAddr) -> Result<i32> {
+    let temporary = data_dir_flag.is_none();
+    let data_dir = data_dir(data_dir_flag.as_deref());
     let args = ServeArgs {
         listen,
         data_dir: Some(data_dir.clone()),
@@ -69,10 +76,30 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
     println!("podder demo: server at {url}, data in {}", data_dir.display());
 
     let result = steps(&url, &token, &data_dir).await;
-    if keep && result.is_ok() {
-        println!("\nthe server keeps running (Ctrl-C to stop). Use it with:");
-        println!("  export PODDER_SERVER={url} PODDER_TOKEN={token}");
-        super::shutdown_signal().await;
+    let me = program();
+    let log = crate::logging::log_file(&data_dir);
+    match &result {
+        Ok([train, eval]) if keep => {
+            println!("\n== next: the server stays up until Ctrl-C; in another terminal:");
+            println!("  export PODDER_SERVER={url} PODDER_TOKEN={token}");
+            hints(&[
+                (format!("{me} output {train}"), "what training left in /output: the model"),
+                (format!("{me} logs {eval}"), "the evaluation's log"),
+                (format!("{me} status {train}"), "a job's record: code, inputs, command, times"),
+            ]);
+            println!("(the server's log: {})", log.display());
+            super::shutdown_signal().await;
+        }
+        Ok(_) => {
+            println!("\n== next");
+            hints(&[
+                (format!("{me} demo --keep"), "the same, then its server stays up until Ctrl-C to look at the jobs"),
+                (format!("{me} up"), "your own server and agent (they stay in the foreground)"),
+                (format!("{me} init NAME"), "then, in your code's directory: link it to project NAME"),
+                (format!("{me} run -- python3 train.py"), "and run it there"),
+            ]);
+        }
+        Err(_) => {}
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(15), async {
@@ -80,13 +107,43 @@ pub async fn run(data_dir: Option<PathBuf>, keep: bool, listen: SocketAddr) -> R
         let _ = agent_task.await;
     })
     .await;
-    if temporary && !keep {
+    // The last handle on the server: dropping it closes the object store,
+    // which seals its open packs, so that must happen before the directory
+    // goes (else the seal fails on the removed files and says so).
+    drop(server);
+    if result.is_err() {
+        eprintln!("the demo's data directory and log are kept: {}", log.display());
+    } else if temporary {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
-    result
+    result.map(|_| 0)
 }
 
-async fn steps(url: &str, token: &str, data_dir: &std::path::Path) -> Result<i32> {
+/// Prints commands, each with what it is for, aligned.
+fn hints(lines: &[(String, &str)]) {
+    let width = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (command, what) in lines {
+        println!("  {command:<width$}   # {what}");
+    }
+}
+
+/// How to name this program in a hint the user can paste: `podder` when
+/// that is what `PATH` finds, else this executable's path (relative to the
+/// current directory when under it, as after `cargo run`).
+fn program() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "podder".into() };
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("podder")).find(|p| p.is_file()));
+    let same = |p: &Path| std::fs::canonicalize(p).ok() == std::fs::canonicalize(&exe).ok();
+    if on_path.as_deref().is_some_and(same) {
+        return "podder".into();
+    }
+    let relative = std::env::current_dir().ok().and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    relative.unwrap_or(exe).display().to_string()
+}
+
+/// Runs the two jobs; returns their refs.
+async fn steps(url: &str, token: &str, data_dir: &Path) -> Result<[JobRef; 2]> {
     let client = Client::new(url, token)?;
     let me = client.whoami().await?.owner;
     let ctx = Ctx { client, me };
@@ -127,8 +184,7 @@ async fn steps(url: &str, token: &str, data_dir: &std::path::Path) -> Result<i32
     for (what, j) in [("train", &train), ("evaluate", &eval)] {
         println!("{what:<9} {}  {}  in {}", j.job_ref, j.state, crate::display::runtime(j));
     }
-    println!("the model: podder output {} ; the evaluation: podder output {}", train.job_ref, eval.job_ref);
-    Ok(0)
+    Ok([train.job_ref, eval.job_ref])
 }
 
 async fn run_job(ctx: &Ctx, project: &podder_core::Name, submit: &SubmitJob) -> Result<Job> {
@@ -136,7 +192,7 @@ async fn run_job(ctx: &Ctx, project: &podder_core::Name, submit: &SubmitJob) -> 
     println!("submitted {}", job.job_ref);
     let done = super::logs::follow(ctx, &job.job_ref).await?;
     if done.state != JobState::Succeeded {
-        bail!("{} ended {}: see `podder logs {}`", done.job_ref, done.state, done.job_ref);
+        bail!("{} ended {} (its log is above)", done.job_ref, done.state);
     }
     Ok(done)
 }

@@ -66,6 +66,7 @@ pub async fn server(args: ServeArgs) -> Result<i32> {
     let started = start(&args).await?;
     println!("podder server listening on {}", started.url);
     println!("data directory: {}", started.data_dir.display());
+    println!("log: {}", crate::logging::log_file(&started.data_dir).display());
     if let Some(t) = &started.first_token {
         println!("admin owner: {}", started.admin);
         println!("admin token: {t}");
@@ -91,8 +92,9 @@ pub async fn up(args: ServeArgs) -> Result<i32> {
     let path = ClientConfig { server: Some(url.clone()), token: Some(user_token) }.save()?;
     println!("podder is up at {url}");
     println!("data directory: {}", data_dir.display());
+    println!("log: {}", crate::logging::log_file(&data_dir).display());
     println!(
-        "client config written to {} — try `podder init NAME` and `podder run -- python3 train.py`",
+        "client config (with the token) written to {} — try `podder init NAME` and `podder run -- python3 train.py`",
         path.display()
     );
     let agent = AgentConfig {
