@@ -7,7 +7,9 @@
 //! `sh -c` script with the same variables (`PODDER_JOB`, `PODDER_OUTPUT`,
 //! `PODDER_PARAM_*`, `MLFLOW_*`, ...). It runs as a non-root user (the code
 //! and output directories are handed to it first), with the job's CPU and
-//! memory limits, on the host's network (none on request), with the job's GPUs as a
+//! memory limits, on its own network (see [`NetworkMode`]: the agent's
+//! isolated bridge network `podder` by default, the host's only when the
+//! agent is told so, none on request), with the job's GPUs as a
 //! DeviceRequest, and with `--init` so that signals reach the command.
 //! Every container carries the labels `podder.job` and `podder.agent`.
 //!
@@ -19,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -36,6 +39,128 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// first time a container fails to start for the lack of it.
 static INIT_WORKS: AtomicBool = AtomicBool::new(true);
 
+/// The network podder makes for job containers (see [`NetworkMode::Podder`]).
+pub const PODDER_NETWORK: &str = "podder";
+
+/// The label on the network podder made.
+pub const LABEL_NETWORK: &str = "podder.network";
+
+/// Which network a docker agent's job containers join (`--docker-network`;
+/// a job with `no_network` gets none whatever this says).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// `podder` (the default): a bridge network of the agent's engine,
+    /// created when missing, with inter-container traffic off. A job
+    /// reaches the outside through NAT, but not the host's loopback (so no
+    /// service listening on the host's 127.0.0.1, the podder server
+    /// included) and not the other jobs' containers.
+    #[default]
+    Podder,
+    /// `bridge`: the engine's default bridge (other containers on it are
+    /// reachable).
+    Bridge,
+    /// `host`: the host's network stack, every host service included. Only
+    /// when asked for.
+    Host,
+    /// Any other name: an existing network of the engine.
+    Named(String),
+}
+
+impl NetworkMode {
+    /// Parses a `--docker-network` value.
+    pub fn parse(s: &str) -> anyhow::Result<NetworkMode> {
+        Ok(match s.trim() {
+            "" => anyhow::bail!("--docker-network needs a value: podder (the default), bridge, host or a network name"),
+            "podder" => NetworkMode::Podder,
+            "bridge" | "default" => NetworkMode::Bridge,
+            "host" => NetworkMode::Host,
+            "none" => anyhow::bail!(
+                "--docker-network none would take every job's network away: jobs ask for that with --no-network"
+            ),
+            other => NetworkMode::Named(other.to_string()),
+        })
+    }
+
+    /// The container's `NetworkMode`.
+    pub fn engine_name(&self) -> &str {
+        match self {
+            NetworkMode::Podder => PODDER_NETWORK,
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Host => "host",
+            NetworkMode::Named(n) => n,
+        }
+    }
+
+    /// Makes sure the network exists on `engine` (creates `podder` when
+    /// missing; a named network must exist) and returns what a container's
+    /// `NetworkMode` names: the network's id for `podder` (an engine may
+    /// hold several networks of one name), else its name.
+    pub async fn ensure(&self, engine: &Engine) -> anyhow::Result<String> {
+        match self {
+            NetworkMode::Podder => ensure_isolated_network(engine, PODDER_NETWORK).await,
+            NetworkMode::Named(n) => {
+                anyhow::ensure!(
+                    engine.network_exists(n).await?,
+                    "--docker-network {n}: the Docker engine has no such network (docker network create {n}, \
+                     or use podder, bridge or host)"
+                );
+                Ok(n.clone())
+            }
+            NetworkMode::Bridge | NetworkMode::Host => Ok(self.engine_name().to_string()),
+        }
+    }
+}
+
+/// The id of the isolated bridge network `name` (see
+/// [`NetworkMode::Podder`]), created when missing. Agents on one machine
+/// take a file lock around looking and creating: engines before API 1.44
+/// would make one network per racer, all of one name. Where there are
+/// several anyway (agents on other machines), the smallest id is used.
+pub async fn ensure_isolated_network(engine: &Engine, name: &str) -> anyhow::Result<String> {
+    let path = std::env::temp_dir().join("podder-docker-network.lock");
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        f.lock()?;
+        Ok(f)
+    })
+    .await??;
+    let mut ids = engine.networks_named(name).await?;
+    if ids.is_empty() {
+        let labels = BTreeMap::from([(LABEL_NETWORK.to_string(), "jobs".to_string())]);
+        ids.push(engine.create_isolated_network(name, &labels).await?);
+        tracing::info!(network = name, "created the Docker network of job containers");
+    } else if ids.len() > 1 {
+        tracing::warn!(network = name, ids = ?ids, "several Docker networks have this name: using the first");
+    }
+    drop(lock);
+    Ok(ids.swap_remove(0))
+}
+
+/// The agent's network mode, when set by [`set_network_mode`].
+static NETWORK_MODE: OnceLock<NetworkMode> = OnceLock::new();
+
+/// Sets the network mode of this process's docker agents (the
+/// `--docker-network` option), before any agent starts; once only.
+// TODO(AgentConfig): this becomes the field `AgentConfig::docker_network`.
+pub fn set_network_mode(mode: NetworkMode) -> anyhow::Result<()> {
+    NETWORK_MODE.set(mode).map_err(|_| anyhow::anyhow!("the docker network mode was set already"))
+}
+
+/// The network mode of this process's docker agents: the one set by
+/// [`set_network_mode`], else `PODDER_DOCKER_NETWORK`, else `podder`.
+pub fn network_mode() -> NetworkMode {
+    if let Some(m) = NETWORK_MODE.get() {
+        return m.clone();
+    }
+    match std::env::var("PODDER_DOCKER_NETWORK") {
+        Ok(v) if !v.trim().is_empty() => NetworkMode::parse(&v).unwrap_or_else(|e| {
+            tracing::warn!("PODDER_DOCKER_NETWORK ignored: {e:#}");
+            NetworkMode::Podder
+        }),
+        _ => NetworkMode::Podder,
+    }
+}
+
 /// What a job's container needs beyond its [`JobPlan`].
 #[derive(Clone, Debug, Default)]
 pub struct DockerPlan {
@@ -49,7 +174,11 @@ pub struct DockerPlan {
     /// CPU limit in cores.
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
+    /// No network at all (`none`), whatever `network` says.
     pub no_network: bool,
+    /// The network it joins otherwise: what a container's `NetworkMode`
+    /// names (see [`NetworkMode::ensure`]); empty: the engine's default.
+    pub network: String,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -82,9 +211,12 @@ pub fn container_spec(plan: &JobPlan, docker: &DockerPlan) -> ContainerSpec {
         binds,
         nano_cpus: docker.cpus.map(|c| (c * 1e9) as i64),
         memory: docker.memory_bytes.map(|m| m as i64),
-        // Like the process executor, jobs share the host's network (so
-        // that MLFLOW_TRACKING_URI on 127.0.0.1 works), unless asked not to.
-        network: Some(if docker.no_network { "none" } else { "host" }.into()),
+        // A network of its own (the host's only when the agent says so).
+        network: if docker.no_network {
+            Some("none".into())
+        } else {
+            Some(docker.network.clone()).filter(|n| !n.is_empty())
+        },
         labels: docker.labels.clone(),
         gpus: docker.gpus.clone(),
         init: true,

@@ -77,6 +77,7 @@ pub(crate) async fn realize(shared: &Shared, lease: &Lease, dirs: &JobDirs, log:
                 cpus: r.cpus,
                 memory_bytes: r.memory_bytes,
                 no_network: r.no_network,
+                network: images.network.clone(),
                 labels: BTreeMap::from([
                     (LABEL_JOB.to_string(), job.job_ref.to_string()),
                     (LABEL_AGENT.to_string(), shared.config.name.clone()),

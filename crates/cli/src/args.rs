@@ -424,6 +424,12 @@ pub struct AgentArgs {
     /// The user jobs run as in containers (docker executor)
     #[arg(long, default_value = "1000:1000")]
     pub docker_user: String,
+    /// The network of job containers (docker executor): podder (an isolated
+    /// bridge network, made when missing), bridge (the engine's default),
+    /// host (the host's network, every service on it included) or the name
+    /// of an existing network; --no-network jobs get none
+    #[arg(long, env = "PODDER_DOCKER_NETWORK", default_value = "podder")]
+    pub docker_network: String,
     /// The image for docker jobs that name no environment
     #[arg(long)]
     pub default_image: Option<String>,

@@ -1,7 +1,8 @@
 //! A thin wrapper over the Docker Engine API (bollard) with the operations
 //! podder needs: images (exists, pull, build), containers (create from a
 //! [`ContainerSpec`], start, logs with stdout and stderr apart, wait, stop,
-//! kill, remove, inspect) and label queries (finding orphans).
+//! kill, remove, inspect), label queries (finding orphans) and networks
+//! (the isolated bridge network job containers join).
 //!
 //! It knows nothing of jobs or servers: the agent's docker executor turns a
 //! job into a [`ContainerSpec`] and drives it through an [`Engine`].
@@ -26,6 +27,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 mod images;
+mod networks;
 
 pub use bollard::models::ContainerSummary;
 

@@ -1,6 +1,6 @@
 //! The docker executor against the real Docker engine (images from
 //! `scripts/test-images.sh`): the job's filesystem contract, stop, limits,
-//! labels, orphans, GPUs, image environments and build jobs.
+//! labels, networks, orphans, GPUs, image environments and build jobs.
 //!
 //! Every agent here has its own name: an agent removes the containers
 //! labelled with its name when it starts.
@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use podder_agent::docker_exec::{DockerPlan, container_spec};
+use podder_agent::docker_exec::{DockerPlan, NetworkMode, PODDER_NETWORK, container_spec, ensure_isolated_network};
 use podder_agent::{JobPlan, LABEL_AGENT, LABEL_JOB, Sandbox};
 use podder_core::api::Stream;
 use podder_core::env::GitSource;
@@ -126,7 +126,7 @@ async fn stop_limits_labels_network_and_user() {
     assert!(system(&r).iter().any(|l| l.starts_with("stop requested")), "{r:#?}");
     gone(&engine, &name).await;
 
-    // A timeout stops the container too; the network is the host's by default.
+    // A timeout stops the container too.
     let mut l = lease(&s, 2, &["sleep 1000"], false);
     l.job.spec.timeout_secs = Some(1);
     s.mock.enqueue(l);
@@ -134,6 +134,134 @@ async fn stop_limits_labels_network_and_user() {
     assert_eq!(r.finish.unwrap().reason.as_deref(), Some("timed out after 1 s"));
     gone(&engine, &name).await;
     shut_down(s).await;
+}
+
+/// A TCP listener on the host's 127.0.0.1 that counts its connections.
+fn loopback_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (port, hits)
+}
+
+/// Shell text: tries the host's 127.0.0.1:`port` and says `reached` or
+/// `unreachable`, then lists the network interfaces.
+fn probe(port: u16) -> String {
+    format!(
+        "if busybox nc -w 3 127.0.0.1 {port} </dev/null >/dev/null 2>&1; then echo reached; else echo unreachable; fi; \
+         echo interfaces $(ls /sys/class/net)"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_jobs_get_a_network_of_their_own_and_not_the_hosts() {
+    let engine = Engine::connect().await.unwrap();
+    let (port, hits) = loopback_listener();
+    let name = unique("network");
+    let s = docker_setup(&name, 1).await;
+
+    // The agent made its isolated network: containers on it do not reach
+    // each other.
+    let network = engine.networks_named(PODDER_NETWORK).await.unwrap();
+    assert_eq!(network.len(), 1, "{network:?}");
+    assert!(!engine.network_icc(&network[0]).await.unwrap(), "inter-container traffic is off");
+
+    // By default a job has an interface of its own, and the host's loopback
+    // (where the listener is, like a podder server on 127.0.0.1) is not
+    // reachable from it.
+    let script = format!("{}; echo checked; sleep 10", probe(port));
+    s.mock.enqueue(lease(&s, 1, &[&script], false));
+    let r = s.mock.wait_for("L1", "probe", |r| stdout(r).contains(&"checked".to_string())).await;
+    let out = stdout(&r);
+    assert!(out.contains(&"unreachable".to_string()), "a docker job reached the host's 127.0.0.1: {out:?}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the listener saw a connection");
+    let iface = out.iter().find(|l| l.starts_with("interfaces")).unwrap();
+    assert!(iface.contains("eth0") && iface.contains("lo"), "{iface}");
+    let list = engine.list_by_label(LABEL_AGENT, &name).await.unwrap();
+    let i = engine.inspect(list[0].id.as_deref().unwrap()).await.unwrap();
+    assert_eq!(i.host_config.unwrap().network_mode.as_ref(), Some(&network[0]));
+    let joined = i.network_settings.unwrap().networks.unwrap();
+    assert_eq!(joined.keys().collect::<Vec<_>>(), [PODDER_NETWORK]);
+    s.mock.update("L1", |r| r.stop = true);
+    s.mock.wait_for("L1", "finish", finished).await;
+
+    // --no-network: nothing but the loopback interface.
+    let mut l = lease(&s, 2, &[&probe(port)], false);
+    l.job.spec.resources.no_network = true;
+    s.mock.enqueue(l);
+    let r = s.mock.wait_for("L2", "finish", finished).await;
+    let out = stdout(&r);
+    assert!(out.contains(&"unreachable".to_string()), "{out:?}");
+    assert!(out.contains(&"interfaces lo".to_string()), "only lo: {out:?}");
+    gone(&engine, &name).await;
+    shut_down(s).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the listener saw a connection");
+
+    // The probe does reach the listener with host networking (only when the
+    // agent is told so), so the refusals above were the network's doing.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = JobPlan::new(probe(port), dir.path().into(), dir.path().into(), Sandbox::None);
+    let label = unique("host-network");
+    let docker = DockerPlan {
+        image: BUSYBOX.into(),
+        network: NetworkMode::Host.ensure(&engine).await.unwrap(),
+        labels: [(LABEL_AGENT.to_string(), label)].into(),
+        ..Default::default()
+    };
+    let spec = container_spec(&plan, &docker);
+    assert_eq!(spec.network.as_deref(), Some("host"));
+    let (code, out) = engine.run_capture(&spec).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("reached"), "{out}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_racing_to_make_the_network_make_one() {
+    let engine = Engine::connect().await.unwrap();
+    let name = unique("net-race");
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (e, n) = (engine.clone(), name.clone());
+            tokio::spawn(async move { ensure_isolated_network(&e, &n).await.unwrap() })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for r in racers {
+        got.push(r.await.unwrap());
+    }
+    let ids = engine.networks_named(&name).await.unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(got.iter().all(|id| id == &ids[0]), "{got:?} {ids:?}");
+    assert!(!engine.network_icc(&ids[0]).await.unwrap());
+    assert_eq!(ensure_isolated_network(&engine, &name).await.unwrap(), ids[0], "an existing one is kept");
+    engine.client().remove_network(&ids[0]).await.unwrap();
+}
+
+#[test]
+fn network_modes_parse_and_name_the_engines_network() {
+    let cases = [("podder", "podder"), ("bridge", "bridge"), ("host", "host"), ("lab-net", "lab-net")];
+    for (arg, engine) in cases {
+        assert_eq!(NetworkMode::parse(arg).unwrap().engine_name(), engine);
+    }
+    assert_eq!(NetworkMode::default(), NetworkMode::Podder);
+    let err = NetworkMode::parse("none").unwrap_err().to_string();
+    assert!(err.contains("--no-network"), "{err}");
+    assert!(NetworkMode::parse(" ").is_err());
+    // no_network wins over any mode.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = JobPlan::new("true".into(), dir.path().into(), dir.path().into(), Sandbox::None);
+    let docker = DockerPlan { no_network: true, network: "host".into(), ..Default::default() };
+    assert_eq!(container_spec(&plan, &docker).network.as_deref(), Some("none"));
+    let docker = DockerPlan { network: "abc123".into(), ..Default::default() };
+    assert_eq!(container_spec(&plan, &docker).network.as_deref(), Some("abc123"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,18 +331,7 @@ async fn fake_gpu_inventory_and_device_requests() {
     // The container's config, created and never started.
     let engine = Engine::connect().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let plan = JobPlan {
-        script: "nvidia-smi".into(),
-        env: vec![],
-        code_dir: dir.path().into(),
-        output_dir: dir.path().into(),
-        inputs: vec![],
-        hide: vec![],
-        extra_ro: vec![],
-        sandbox: Sandbox::None,
-        timeout: None,
-        stop_grace: Duration::from_secs(1),
-    };
+    let plan = JobPlan::new("nvidia-smi".into(), dir.path().into(), dir.path().into(), Sandbox::None);
     let label = unique("fake-gpu");
     let docker = DockerPlan {
         image: BUSYBOX.into(),
@@ -355,6 +472,40 @@ async fn run_in(engine: &Engine, image: &str, cmd: &str) -> (i64, String) {
     engine.run_capture(&spec).await.unwrap()
 }
 
+/// Every layer of `image` as `docker save` writes it: the paths in the
+/// layer's tar (whiteouts included) and the layer's bytes.
+fn saved_layers(image: &str) -> Vec<(Vec<String>, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("image.tar");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    run(&["docker", "save", "-o", tar.to_str().unwrap(), image]);
+    let root = dir.path().join("image");
+    std::fs::create_dir(&root).unwrap();
+    run(&["tar", "-xf", tar.to_str().unwrap(), "-C", root.to_str().unwrap()]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    layers
+        .iter()
+        .map(|l| {
+            let layer = root.join(l.as_str().unwrap());
+            let list = run(&["tar", "-tf", layer.to_str().unwrap()]);
+            let paths =
+                String::from_utf8_lossy(&list).lines().map(|p| p.trim_start_matches("./").to_string()).collect();
+            (paths, std::fs::read(&layer).unwrap())
+        })
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_jobs_from_a_directory_plain_and_obfuscated() {
     let engine = Engine::connect().await.unwrap();
@@ -383,8 +534,24 @@ async fn build_jobs_from_a_directory_plain_and_obfuscated() {
             assert!(system(&r).iter().any(|l| l.starts_with("obfuscating: checked")), "{r:#?}");
             let (_, pyc) = run_in(&engine, &res.image, "ls /task /task/lib").await;
             assert!(pyc.contains("main.pyc") && pyc.contains("helper.pyc"), "{pyc}");
+            // No layer of the image ever held the sources (not even under
+            // a whiteout of a later layer).
+            let layers = saved_layers(&res.image);
+            let files: Vec<&String> = layers.iter().flat_map(|(paths, _)| paths).collect();
+            let sources: Vec<&&String> =
+                files.iter().filter(|p| p.starts_with("task/") && p.ends_with(".py")).collect();
+            assert!(sources.is_empty(), "layers hold the sources: {sources:?}");
+            assert!(files.iter().any(|p| *p == "task/main.pyc"), "{files:?}");
+            assert!(files.iter().any(|p| *p == "task/lib/helper.pyc"), "{files:?}");
+            assert!(files.iter().any(|p| *p == "task/task.yaml"), "the other files of the context: {files:?}");
+            for (_, bytes) in &layers {
+                assert!(!contains(bytes, b"def greet():"), "a layer holds the source text");
+                assert!(!contains(bytes, b"A docstring that obfuscation strips"), "a layer holds the docstring");
+            }
         } else {
             assert_eq!(found.lines().count(), 2, "{found}");
+            let layers = saved_layers(&res.image);
+            assert!(layers.iter().any(|(paths, _)| paths.iter().any(|p| p == "task/main.py")), "the scan sees sources");
             assert_eq!(ran, (0, "hello from the task A docstring that obfuscation strips. nobody\n".into()));
         }
         // The built task runs as an environment (its image is found).

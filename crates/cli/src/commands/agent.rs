@@ -21,6 +21,7 @@ pub async fn run(a: AgentArgs) -> Result<i32> {
     let client = Client::new(&server, &token)?;
     client.whoami().await?;
     let name = a.name.unwrap_or_else(hostname);
+    podder_agent::docker_exec::set_network_mode(podder_agent::docker_exec::NetworkMode::parse(&a.docker_network)?)?;
     let config = AgentConfig {
         name: name.clone(),
         queue: a.queue,
