@@ -129,7 +129,10 @@ pub(crate) fn plan(
         },
     });
     Ok(JobPlan {
-        script: build_script(&crate::envs::with_job_venv(&spec.setup, &crate::envs::job_venv_dir(shared, dirs)), &spec.command),
+        script: build_script(
+            &crate::envs::with_job_venv(&spec.setup, &crate::envs::job_venv_dir(shared, dirs)),
+            &spec.command,
+        ),
         env,
         code_dir: dirs.code.clone(),
         output_dir: dirs.output.clone(),
