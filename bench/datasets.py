@@ -267,12 +267,12 @@ def main():
                 # The same tree over HTTP, as from another machine, into a
                 # dataset of its own (on a store that already holds its
                 # chunks, so it is redone after a GC).
-                p("data", "delete", name)
+                p("data", "delete", name, "--yes")
                 p("admin", "gc")
                 p("data", "create", f"{name}-http")
                 warm(path)
                 t["podder-http"].append(p.upload(f"{name}-http", path, over_http=True, rehash=True)[0])
-                p("data", "delete", f"{name}-http")
+                p("data", "delete", f"{name}-http", "--yes")
                 p("admin", "gc")
                 p("data", "create", name)
                 p.upload(name, path)

@@ -27,8 +27,10 @@ pub enum Command {
     Agent(AgentArgs),
     /// Save a server address and token in the client config
     Login {
+        /// The server's address, e.g. http://gpu-box:8600
         #[arg(long)]
         server: String,
+        /// An API token (`podder server` prints the admin token on its first start)
         #[arg(long)]
         token: String,
     },
@@ -44,38 +46,72 @@ pub enum Command {
     Run(RunArgs),
     /// Show a job, or list the project's jobs
     Status {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of the project (default: list the project's jobs)
         job: Option<String>,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Print a job's logs
     Logs {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of this directory's project
         job: String,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
         /// Keep printing new lines until the job ends
         #[arg(short, long)]
         follow: bool,
     },
     /// Stop a job (SIGTERM to its processes, then SIGKILL after a grace period)
-    Stop { job: String },
+    Stop {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of this directory's project
+        job: String,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Run a job again with the same code, inputs and environment
     Restart {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of this directory's project
         job: String,
-        #[arg(long)]
+        /// Stream the new job's logs and exit with its exit code
+        #[arg(long, short)]
         follow: bool,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+        /// Print the new job as JSON
         #[arg(long)]
         json: bool,
     },
     /// Download a job's code snapshot into a directory
-    Clone { job: String, dir: Option<PathBuf> },
+    Clone {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of this directory's project
+        job: String,
+        /// A new or empty directory (default: PROJECT-N); left out of this project's code uploads
+        dir: Option<PathBuf>,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// List or download what a job left in /output
     Output {
+        /// The job: [OWNER/]PROJECT#N, or N for a job of this directory's project
         job: String,
-        /// Download into this directory instead of listing
-        #[arg(long)]
+        /// Download into this new or empty directory instead of listing (left out of code uploads)
+        #[arg(long, value_name = "DIR")]
         download: Option<PathBuf>,
         /// Only this directory inside the output
         #[arg(long)]
         path: Option<String>,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
+        /// Print the listing as JSON
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +123,7 @@ pub enum Command {
         /// Keep the server running after the demo, until Ctrl-C, to look at its jobs
         #[arg(long)]
         keep: bool,
+        /// The address of the demo's server
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
@@ -107,6 +144,7 @@ pub enum Command {
     Pipeline(PipelineCmd),
     /// List the agents the server has seen, with their executors and GPUs
     Agents {
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -136,29 +174,38 @@ pub struct ResourceArgs {
 pub enum PipelineCmd {
     /// Create or update a pipeline from its file (the file's directory is the code of inline steps)
     Apply {
+        /// The pipeline file (YAML)
         file: PathBuf,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List the project's pipelines
     List {
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Show a pipeline: its steps, schedule and next run
     Show {
+        /// The pipeline's name
         name: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Start a run
     Run {
+        /// The pipeline's name
         name: String,
         /// A parameter the pipeline declares: K=V (repeatable)
         #[arg(long = "param", value_name = "K=V")]
@@ -169,56 +216,76 @@ pub enum PipelineCmd {
         /// Show the steps live until the run ends; exit non-zero if it failed
         #[arg(long, short)]
         follow: bool,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// A run's steps: NAME/N (live with --follow)
     Status {
+        /// The run: PIPELINE/N, e.g. nightly/3
         run: String,
+        /// Keep showing the steps until the run ends
         #[arg(long, short)]
         follow: bool,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List a pipeline's runs
     Runs {
+        /// The pipeline's name
         name: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Run again from a step (default: from the failed steps), keeping what came before
     Retry {
+        /// The run to retry: PIPELINE/N, e.g. nightly/3
         run: String,
+        /// Run this step and everything downstream of it again, even when cached (default: the failed steps)
         #[arg(long)]
         from: Option<String>,
+        /// Show the steps live until the run ends; exit non-zero if it failed
         #[arg(long, short)]
         follow: bool,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Pause the pipeline's schedule
     Pause {
+        /// The pipeline's name
         name: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
     },
     /// Resume the pipeline's schedule
     Resume {
+        /// The pipeline's name
         name: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
     },
     /// Cancel a run: NAME/N (its running steps are stopped)
     Cancel {
+        /// The run: PIPELINE/N, e.g. nightly/3
         run: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
     },
@@ -228,7 +295,9 @@ pub enum PipelineCmd {
 pub enum EnvCmd {
     /// Create an environment from an image, a Dockerfile or a requirements file
     Create {
+        /// Environment name (yours; `--stock` for a shared one)
         name: String,
+        /// A line describing the environment
         #[arg(long, default_value = "")]
         description: String,
         /// A Docker image (docker executor)
@@ -249,28 +318,36 @@ pub enum EnvCmd {
         /// Replace an environment of the same name
         #[arg(long)]
         replace: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List the stock environments and yours
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Show one environment: NAME or OWNER/NAME
     Show {
+        /// NAME (yours, else the stock one) or OWNER/NAME
         name: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Delete one of your environments (jobs that used it keep what they ran)
-    Delete { name: String },
+    Delete {
+        /// NAME (yours) or OWNER/NAME
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCmd {
     /// Scaffold a task directory: task.yaml, main.py, requirements.txt, Dockerfile, a sample input
     New {
+        /// Task name: the directory to make and the name it is deployed under
         name: String,
         /// The template
         #[arg(long, default_value = "python")]
@@ -295,8 +372,10 @@ pub enum TaskCmd {
         /// Project (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// The queue of agents that may run it (default: "default")
         #[arg(long)]
         queue: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -304,13 +383,16 @@ pub enum TaskCmd {
     Deploy {
         /// The build job (default: the project's newest successful build)
         build: Option<String>,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Run a deployed task
     Run {
+        /// The deployed task's name
         name: String,
         /// A parameter the task declares: K=V (repeatable)
         #[arg(long = "param", value_name = "K=V")]
@@ -320,30 +402,39 @@ pub enum TaskCmd {
         data: Vec<String>,
         #[command(flatten)]
         resources: ResourceArgs,
+        /// A note kept with the job (or version), shown by status
         #[arg(long, short)]
         message: Option<String>,
+        /// The queue of agents that may run it (default: "default")
         #[arg(long)]
         queue: Option<String>,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
         /// Stream the logs and exit with the job's exit code
         #[arg(long, short)]
         follow: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List the project's deployed tasks
     List {
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Show a deployed task
     Show {
+        /// The task's name
         name: String,
+        /// Project: [OWNER/]NAME (default: the one in podder.yaml)
         #[arg(long)]
         project: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -351,8 +442,10 @@ pub enum TaskCmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// The address to listen on (HTTP API)
     #[arg(long, default_value = "127.0.0.1:8600", env = "PODDER_LISTEN")]
     pub listen: SocketAddr,
+    /// Where the database and the object store live (default: ~/.local/share/podder)
     #[arg(long, env = "PODDER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Seconds without a heartbeat after which a job's lease expires
@@ -364,7 +457,8 @@ pub struct ServeArgs {
     /// Agent slots (for `up`)
     #[arg(long, default_value_t = 2)]
     pub slots: usize,
-    /// Sandbox for the in-process agent (for `up`): auto, bwrap or none
+    /// Job sandbox of the in-process agent (for `up`): auto (podder's own namespaces; the agent refuses to start
+    /// where the host forbids them), bwrap (bubblewrap), or none (jobs unsandboxed)
     #[arg(long, default_value = "auto")]
     pub sandbox: String,
     /// Per-owner storage quota in bytes (datasets and job outputs); off when not given
@@ -390,10 +484,13 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// The server's address, e.g. http://gpu-box:8600 (default: the client config)
     #[arg(long, env = "PODDER_SERVER")]
     pub server: Option<String>,
+    /// An admin API token (default: the client config)
     #[arg(long, env = "PODDER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The queue this agent takes jobs from
     #[arg(long, default_value = "default")]
     pub queue: String,
     /// How many jobs run at once
@@ -405,7 +502,8 @@ pub struct AgentArgs {
     /// Work directory for job workspaces and caches
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// auto, bwrap or none
+    /// Job sandbox: auto (podder's own namespaces; the agent refuses to start where the host forbids them),
+    /// bwrap (bubblewrap), or none (jobs unsandboxed)
     #[arg(long, default_value = "auto")]
     pub sandbox: String,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped
@@ -439,12 +537,15 @@ pub struct AgentArgs {
 pub enum ProjectCmd {
     /// Create a project
     Create {
+        /// Project name, or owner/name
         name: String,
+        /// A line describing the project
         #[arg(long, default_value = "")]
         description: String,
     },
     /// List your projects
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -461,6 +562,7 @@ pub struct RunArgs {
     /// A parameter, given to the job as PODDER_PARAM_<K> (repeatable)
     #[arg(long = "param", value_name = "K=V")]
     pub params: Vec<String>,
+    /// A note kept with the job (or version), shown by status
     #[arg(long, short)]
     pub message: Option<String>,
     /// Stream the logs and exit with the job's exit code
@@ -472,6 +574,7 @@ pub struct RunArgs {
     /// Run again this many times if the job's agent is lost
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
+    /// The queue of agents that may run it (default: "default")
     #[arg(long)]
     pub queue: Option<String>,
     /// Project (default: the one in podder.yaml)
@@ -488,10 +591,14 @@ pub struct RunArgs {
     /// Largest code snapshot allowed, in bytes (default 1 GiB)
     #[arg(long, env = "PODDER_MAX_CODE_BYTES", default_value_t = 1 << 30)]
     pub max_code_bytes: u64,
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
-    /// The command to run, after --
-    #[arg(last = true)]
+    /// Words typed before `--`: never a command (run.rs says where it goes)
+    #[arg(hide = true, allow_hyphen_values = true)]
+    pub stray: Vec<String>,
+    /// The command to run, after --: one argument is shell text, several an argv
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -501,6 +608,7 @@ pub enum DataCmd {
     Create {
         /// Dataset name
         name: String,
+        /// A line describing the dataset
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -510,6 +618,7 @@ pub enum DataCmd {
         name: String,
         /// The directory to upload (everything in it except .git)
         dir: PathBuf,
+        /// A note kept with the job (or version), shown by status
         #[arg(long, short)]
         message: Option<String>,
         /// Hash every file again instead of trusting the local stat cache
@@ -519,17 +628,21 @@ pub enum DataCmd {
         /// otherwise reads files of 4 MiB and more itself, by descriptor)
         #[arg(long)]
         over_http: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List the datasets you can see
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// List a dataset's versions
     Versions {
+        /// Dataset name, or owner/name
         name: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -539,6 +652,7 @@ pub enum DataCmd {
         dataset: String,
         /// Only what lies under this path
         path: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -546,21 +660,32 @@ pub enum DataCmd {
     Download {
         /// NAME, NAME@N or owner/NAME@N (default: the latest version)
         dataset: String,
+        /// A new or empty directory to write the files into
         dir: PathBuf,
         /// Only this directory inside the version
         #[arg(long)]
         path: Option<String>,
     },
     /// Delete one version (NAME@N), or a whole dataset with all its versions (NAME)
-    Delete { dataset: String },
+    Delete {
+        /// NAME@N or owner/NAME@N for one version; NAME for the dataset and every version
+        dataset: String,
+        /// Delete a whole dataset without asking (needed when not on a terminal)
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Make a job's output the next version of a dataset (created if missing); nothing is copied
     FromOutput {
-        /// The job, e.g. mnist#12
+        /// The job: [OWNER/]PROJECT#N, e.g. mnist#12, or N for a job of this directory's project
         job: String,
         /// Dataset name
         name: String,
+        /// A note kept with the version
         #[arg(long, short)]
         message: Option<String>,
+        /// Project for a bare job number N: [OWNER/]NAME (default: the one in podder.yaml)
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -571,7 +696,53 @@ pub enum AdminCmd {
         /// Only report what would be freed
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && !a.is_hide_set() && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "podder", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text:\n{}", missing.join("\n"));
+    }
+
+    /// Job arguments say their form, and following has a short flag everywhere.
+    #[test]
+    fn job_arguments_show_their_form() {
+        let mut cmd = Cli::command();
+        for name in ["status", "logs", "stop", "restart", "clone", "output"] {
+            let sub = cmd.find_subcommand_mut(name).unwrap();
+            let job = sub.get_arguments().find(|a| a.get_id() == "job").unwrap();
+            assert!(job.get_help().unwrap().to_string().contains("PROJECT#N"), "{name}");
+            assert!(sub.get_arguments().any(|a| a.get_id() == "project"), "{name} takes --project");
+        }
+        let restart = cmd.find_subcommand_mut("restart").unwrap();
+        assert!(restart.get_arguments().any(|a| a.get_id() == "follow" && a.get_short() == Some('f')));
+    }
 }

@@ -38,7 +38,10 @@ impl Ctx {
             None => {
                 let cwd = std::env::current_dir()?;
                 let (pf, _) = ProjectFile::find(&cwd)?.ok_or_else(|| {
-                    anyhow!("no podder.yaml in this directory or its parents: run `podder init NAME` first, or pass --project")
+                    anyhow!(
+                        "no podder.yaml in this directory or its parents: run `podder init NAME` here first, \
+                         or pass --project NAME (or name the job in full, e.g. mnist#2)"
+                    )
                 })?;
                 pf.project
             }
@@ -53,10 +56,11 @@ impl Ctx {
         }
     }
 
-    /// Parses a job ref; a bare number means that job of the current project.
-    pub fn job_ref(&self, s: &str) -> Result<JobRef> {
+    /// Parses a job ref; a bare number means that job of the project named
+    /// by `--project` (`project`), else of the nearest `podder.yaml`.
+    pub fn job_ref(&self, s: &str, project: Option<&str>) -> Result<JobRef> {
         if let Ok(n) = s.trim_start_matches('#').parse::<u64>() {
-            let (owner, project) = self.project(None)?;
+            let (owner, project) = self.project(project)?;
             return Ok(JobRef { owner: Some(owner), project, number: n });
         }
         Ok(s.parse::<JobRef>()?.with_owner(&self.me))

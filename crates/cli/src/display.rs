@@ -18,8 +18,18 @@ pub fn bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+/// `1 file`, `2 files`: a count with its noun, plural when it is not 1.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// A duration for people: `12ms` under a second, `4.2s`, `3m07s`, `2h05m`.
 pub fn duration_ms(ms: i64) -> String {
-    let s = ms.max(0) as f64 / 1000.0;
+    let ms = ms.max(0);
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = ms as f64 / 1000.0;
     if s < 60.0 {
         format!("{s:.1}s")
     } else if s < 3600.0 {
@@ -29,8 +39,13 @@ pub fn duration_ms(ms: i64) -> String {
     }
 }
 
+/// How long ago, for a creation time: whole seconds (`0s ago` when just now).
 pub fn ago(ts: i64) -> String {
-    format!("{} ago", duration_ms(now_ms() - ts))
+    let ms = (now_ms() - ts).max(0);
+    if ms < 60_000 {
+        return format!("{}s ago", ms / 1000);
+    }
+    format!("{} ago", duration_ms(ms))
 }
 
 /// How long the job ran, or has been running.
@@ -60,6 +75,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A word as a user would type it in a shell: quoted only when it needs to be.
+pub fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
+    if plain { w.to_string() } else { format!("'{}'", w.replace('\'', "'\\''")) }
+}
+
 pub fn command_line(job: &Job) -> String {
     job.spec.command.join(" ")
 }
@@ -80,4 +101,22 @@ pub fn entries(entries: &[Entry]) {
         })
         .collect();
     table(&["MODE", "SIZE", "PATH"], &rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_durations_read_well() {
+        assert_eq!(count(1, "file"), "1 file");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(7, "chunk"), "7 chunks");
+        assert_eq!(duration_ms(0), "0ms");
+        assert_eq!(duration_ms(12), "12ms");
+        assert_eq!(duration_ms(999), "999ms");
+        assert_eq!(duration_ms(4200), "4.2s");
+        assert_eq!(duration_ms(187_000), "3m07s");
+        assert_eq!(duration_ms(7_500_000), "2h05m");
+    }
 }

@@ -369,7 +369,7 @@ fn a_job_output_becomes_a_version() {
     let dir = c.project_dir("make");
     c.ok(&dir, &["run", "--follow", "--", "sh -c 'mkdir -p /output/m && echo weights > /output/m/w.txt'"]);
     let out = c.ok(&dir, &["data", "from-output", "make#1", "models", "-m", "trained"]);
-    assert!(out.contains("created models@1 from alice/make#1: 1 files"), "{out}");
+    assert!(out.contains("created models@1 from alice/make#1: 1 file,"), "{out}");
     let v = json(&c.ok(&home, &["data", "versions", "models", "--json"]));
     assert_eq!(v[0]["source"], "alice/make#1");
     assert_eq!(v[0]["message"], "trained");
@@ -400,7 +400,7 @@ fn deleting_what_a_queued_job_mounts_is_refused() {
 
     let err = fails(&c, &home, &["data", "delete", "pinned@1"]);
     assert!(err.contains("q#1"), "the refusal does not name the job: {err}");
-    let err = fails(&c, &home, &["data", "delete", "pinned"]);
+    let err = fails(&c, &home, &["data", "delete", "pinned", "--yes"]);
     assert!(err.contains("q#1"), "{err}");
     // The version it does not mount can go.
     let out = c.ok(&home, &["data", "delete", "pinned@2"]);
@@ -408,7 +408,7 @@ fn deleting_what_a_queued_job_mounts_is_refused() {
 
     c.ok(&dir, &["stop", "q#1"]);
     c.wait_job(&dir, "q#1", 30, |j| j["state"] == "stopped");
-    let out = c.ok(&home, &["data", "delete", "pinned"]);
+    let out = c.ok(&home, &["data", "delete", "pinned", "--yes"]);
     assert!(out.contains("deleted dataset pinned and its 1 version (@1"), "{out}");
     assert!(fails(&c, &home, &["data", "versions", "pinned"]).contains("no dataset pinned"));
 }

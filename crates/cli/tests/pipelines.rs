@@ -228,3 +228,44 @@ steps:
     assert_eq!(all.len(), 3, "every step ran exactly once: {all:?}");
     assert!(all.iter().all(|j| j["state"] == "succeeded"), "{all:?}");
 }
+
+#[test]
+fn retry_from_a_cached_step_runs_it_again() {
+    let mut c = Cluster::server_only(10);
+    c.add_agent("a1");
+    let dir = c.project_dir("again");
+    pipeline(
+        &c,
+        &dir,
+        "again.yaml",
+        r#"name: again
+steps:
+  - name: prepare
+    cache: true
+    command: [sh, -c, "echo data > /output/d.txt"]
+  - name: train
+    needs: [prepare]
+    cache: true
+    inputs: [{from: prepare, mount: /in}]
+    command: [sh, -c, "cat /in/d.txt > /output/model.txt"]
+"#,
+    );
+    let (r1, ok) = run_follow(&c, &dir, &["again"]);
+    assert!(ok, "{r1}");
+    assert_eq!(jobs(&c, &dir).len(), 2);
+    // The cache alone would reuse both steps.
+    let (r2, ok) = run_follow(&c, &dir, &["again"]);
+    assert!(ok, "{r2}");
+    assert_eq!(step(&r2, "train")["state"], "cached", "{r2}");
+    assert_eq!(jobs(&c, &dir).len(), 2);
+
+    let out = c.podder(&dir, &["pipeline", "retry", "again/2", "--from", "train", "--follow", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r3: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(step(&r3, "train")["state"], "succeeded", "a retry from train must run train: {r3}");
+    assert_eq!(step(&r3, "prepare")["state"], "cached", "{r3}");
+    let all = jobs(&c, &dir);
+    assert_eq!(all.len(), 3, "exactly one new job, train's: {all:?}");
+    assert!(step(&r3, "train")["cached_from"].is_null(), "{r3}");
+    assert_eq!(step(&r3, "train")["job"], "alice/again#3", "{r3}");
+}

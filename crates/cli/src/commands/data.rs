@@ -23,8 +23,10 @@ pub async fn run(ctx: &Ctx, cmd: DataCmd) -> Result<i32> {
         DataCmd::Download { dataset, dir, path } => {
             super::data_download::run(ctx, &dataset, dir, path.as_deref()).await
         }
-        DataCmd::Delete { dataset } => super::data_delete::run(ctx, &dataset).await,
-        DataCmd::FromOutput { job, name, message } => from_output(ctx, &job, &name, message).await,
+        DataCmd::Delete { dataset, yes } => super::data_delete::run(ctx, &dataset, yes).await,
+        DataCmd::FromOutput { job, name, message, project } => {
+            from_output(ctx, &job, &name, message, project.as_deref()).await
+        }
     }
 }
 
@@ -209,9 +211,9 @@ async fn versions(ctx: &Ctx, name: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-async fn from_output(ctx: &Ctx, job: &str, name: &str, message: Option<String>) -> Result<i32> {
+async fn from_output(ctx: &Ctx, job: &str, name: &str, message: Option<String>, project: Option<&str>) -> Result<i32> {
     let d = DatasetArg::parse_name(ctx, name)?;
-    let r = ctx.job_ref(job)?;
+    let r = ctx.job_ref(job, project)?;
     // Checked first, so that a bad job creates no dataset.
     let j = ctx.client.job(&r, &ctx.me).await?;
     if j.output.is_none() {
@@ -220,6 +222,12 @@ async fn from_output(ctx: &Ctx, job: &str, name: &str, message: Option<String>) 
     let existing = find(ctx, &d).await?;
     ensure(ctx, &d, existing).await?;
     let v = ctx.client.version_from_output(&d.owner, &d.name, &j.job_ref, message).await?;
-    println!("created {} from {}: {} files, {}", version_name(ctx, &v), j.job_ref, v.files, display::bytes(v.bytes));
+    println!(
+        "created {} from {}: {}, {}",
+        version_name(ctx, &v),
+        j.job_ref,
+        display::count(v.files as u64, "file"),
+        display::bytes(v.bytes)
+    );
     Ok(0)
 }

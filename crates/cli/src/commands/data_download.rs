@@ -22,16 +22,29 @@ pub async fn run(ctx: &Ctx, dataset: &str, dest: PathBuf, path: Option<&str>) ->
         manifest = manifest.subtree(p)?;
     }
     let cache = super::clone::chunk_cache()?;
+    let ids = manifest.chunk_ids();
+    let mut cached = 0usize;
+    for id in &ids {
+        if cache.has_chunk(*id).await? {
+            cached += 1;
+        }
+    }
     let bar = progress::TermBar::new(&format!("downloading {}", version_name(ctx, &v)));
     let fetched = transfer::fetch_into(&ctx.client, &manifest, &cache, &bar).await?;
     podder_store::materialize::materialize(cache.as_ref(), &manifest, &dest).await?;
+    let source = match (cached, ids.len() - cached) {
+        (_, 0) => format!("fetched {}: all from the local cache", display::bytes(fetched)),
+        (0, _) => format!("fetched {}", display::bytes(fetched)),
+        (c, _) => {
+            format!("fetched {}; {} from the local cache", display::bytes(fetched), display::count(c as u64, "chunk"))
+        }
+    };
     println!(
-        "downloaded {}: {} files, {} into {} (fetched {}, the rest from the local cache)",
+        "downloaded {}: {}, {} into {} ({source})",
         version_name(ctx, &v),
-        manifest.file_count(),
+        display::count(manifest.file_count() as u64, "file"),
         display::bytes(manifest.total_size()),
         dest.display(),
-        display::bytes(fetched)
     );
     Ok(0)
 }

@@ -65,10 +65,10 @@ pub async fn run(
         }}))?;
     } else if unchanged {
         println!(
-            "{} is unchanged: {} holds exactly its {} files ({}); no new version was made",
+            "{} is unchanged: {} holds exactly its {} ({}); no new version was made",
             version_name(ctx, &v),
             dir.display(),
-            report.files,
+            display::count(report.files as u64, "file"),
             display::bytes(report.bytes_total)
         );
     } else {
@@ -81,12 +81,12 @@ pub async fn run(
             ),
         };
         println!(
-            "uploaded {}: {} files, {} (sent {} of {} chunks, {}{local})",
+            "uploaded {}: {}, {} (sent {} of {}, {}{local})",
             version_name(ctx, &v),
-            report.files,
+            display::count(report.files as u64, "file"),
             display::bytes(report.bytes_total),
             report.chunks_sent,
-            report.chunks_total,
+            display::count(report.chunks_total as u64, "chunk"),
             display::bytes(report.bytes_sent)
         );
     }

@@ -6,8 +6,8 @@ use podder_core::{JobRef, JobState};
 
 use crate::ctx::Ctx;
 
-pub async fn run(ctx: &Ctx, job: &str, follow_it: bool) -> Result<i32> {
-    let r = ctx.job_ref(job)?;
+pub async fn run(ctx: &Ctx, job: &str, project: Option<&str>, follow_it: bool) -> Result<i32> {
+    let r = ctx.job_ref(job, project)?;
     if follow_it {
         let done = follow(ctx, &r).await?;
         return Ok(exit_code(&done));

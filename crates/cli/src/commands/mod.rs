@@ -42,14 +42,25 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Demo { data_dir, keep, listen } => demo::run(data_dir, keep, listen).await,
         Command::Project(p) => project::run(&Ctx::connect().await?, p).await,
         Command::Init { name } => init::run(&Ctx::connect().await?, &name).await,
-        Command::Run(a) => run::run(&Ctx::connect().await?, a).await,
-        Command::Status { job, json } => status::run(&Ctx::connect().await?, job.as_deref(), json).await,
-        Command::Logs { job, follow } => logs::run(&Ctx::connect().await?, &job, follow).await,
-        Command::Stop { job } => stop::run(&Ctx::connect().await?, &job).await,
-        Command::Restart { job, follow, json } => restart::run(&Ctx::connect().await?, &job, follow, json).await,
-        Command::Clone { job, dir } => clone::run(&Ctx::connect().await?, &job, dir).await,
-        Command::Output { job, download, path, json } => {
-            output::run(&Ctx::connect().await?, &job, download, path.as_deref(), json).await
+        Command::Run(a) => {
+            // Before connecting: a misplaced command is the user's to fix first.
+            run::check_no_stray(&a.stray, &a.command)?;
+            run::run(&Ctx::connect().await?, a).await
+        }
+        Command::Status { job, project, json } => {
+            status::run(&Ctx::connect().await?, job.as_deref(), project.as_deref(), json).await
+        }
+        Command::Logs { job, follow, project } => {
+            logs::run(&Ctx::connect().await?, &job, project.as_deref(), follow).await
+        }
+        Command::Stop { job, project } => stop::run(&Ctx::connect().await?, &job, project.as_deref()).await,
+        Command::Restart { job, follow, project, json } => {
+            restart::run(&Ctx::connect().await?, &job, project.as_deref(), follow, json).await
+        }
+        Command::Clone { job, dir, project } => clone::run(&Ctx::connect().await?, &job, project.as_deref(), dir).await,
+        Command::Output { job, download, path, project, json } => {
+            let ctx = Ctx::connect().await?;
+            output::run(&ctx, &job, project.as_deref(), download, path.as_deref(), json).await
         }
         Command::Data(d) => data::run(&Ctx::connect().await?, d).await,
         Command::Admin(a) => admin::run(&Ctx::connect().await?, a).await,

@@ -8,8 +8,15 @@ use podder_client::transfer;
 use crate::ctx::Ctx;
 use crate::{display, progress};
 
-pub async fn run(ctx: &Ctx, job: &str, download: Option<PathBuf>, path: Option<&str>, json: bool) -> Result<i32> {
-    let r = ctx.job_ref(job)?;
+pub async fn run(
+    ctx: &Ctx,
+    job: &str,
+    project: Option<&str>,
+    download: Option<PathBuf>,
+    path: Option<&str>,
+    json: bool,
+) -> Result<i32> {
+    let r = ctx.job_ref(job, project)?;
     let j = ctx.client.job(&r, &ctx.me).await?;
     let id = j.output.ok_or_else(|| anyhow!("{} has no output yet (it is {})", j.job_ref, j.state))?;
     let mut manifest = ctx.client.manifest(&id).await?;
@@ -26,11 +33,12 @@ pub async fn run(ctx: &Ctx, job: &str, download: Option<PathBuf>, path: Option<&
             transfer::fetch_into(&ctx.client, &manifest, &cache, &bar).await?;
             podder_store::materialize::materialize(cache.as_ref(), &manifest, &dest).await?;
             println!(
-                "downloaded {} files ({}) into {}",
-                manifest.file_count(),
+                "downloaded {} ({}) into {}",
+                display::count(manifest.file_count() as u64, "file"),
                 display::bytes(manifest.total_size()),
                 dest.display()
             );
+            super::clone::mark_download(&dest)?;
         }
         None if json => display::json(&manifest.entries)?,
         None => display::entries(&manifest.entries),

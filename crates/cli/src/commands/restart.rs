@@ -5,8 +5,8 @@ use anyhow::Result;
 use crate::ctx::Ctx;
 use crate::display;
 
-pub async fn run(ctx: &Ctx, job: &str, follow: bool, json: bool) -> Result<i32> {
-    let r = ctx.job_ref(job)?;
+pub async fn run(ctx: &Ctx, job: &str, project: Option<&str>, follow: bool, json: bool) -> Result<i32> {
+    let r = ctx.job_ref(job, project)?;
     let j = ctx.client.restart(&r, &ctx.me).await?;
     if json {
         display::json(&j)?;

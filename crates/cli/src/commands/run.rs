@@ -70,6 +70,20 @@ fn environment(flag: Option<String>) -> Result<Option<String>> {
     Ok(env)
 }
 
+/// Words before `--` are not options of `run`: the command goes after `--`.
+pub fn check_no_stray(stray: &[String], command: &[String]) -> Result<()> {
+    let Some(first) = stray.first() else { return Ok(()) };
+    if first.starts_with('-') {
+        bail!(
+            "`podder run` has no option '{first}' (see `podder run --help`); the command to run goes after `--`, \
+             e.g. podder run -- python train.py"
+        );
+    }
+    let argv: Vec<&String> = stray.iter().chain(command).collect();
+    let typed = argv.iter().map(|w| display::shell_word(w)).collect::<Vec<_>>().join(" ");
+    bail!("'{first}' is not an option of `podder run`: put the command after `--`, e.g. podder run -- {typed}")
+}
+
 pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     if a.command.is_empty() || a.command.iter().all(|c| c.trim().is_empty()) {
         bail!("the command is empty: give one after --, e.g. podder run -- python train.py");
@@ -134,11 +148,11 @@ pub async fn upload_code(ctx: &Ctx, dir: PathBuf, max_bytes: u64) -> Result<tran
             Err(e) => e,
         })?;
     eprintln!(
-        "code: {} files, {} (sent {} of {} chunks, {})",
-        report.files,
+        "code: {}, {} (sent {} of {}, {})",
+        display::count(report.files as u64, "file"),
         display::bytes(report.bytes_total),
         report.chunks_sent,
-        report.chunks_total,
+        display::count(report.chunks_total as u64, "chunk"),
         display::bytes(report.bytes_sent)
     );
     Ok(report)

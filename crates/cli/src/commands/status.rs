@@ -1,4 +1,4 @@
-//! `podder status [JOB] [--json]`: one job in detail, or the project's jobs.
+//! `podder status [JOB] [--project P] [--json]`: one job in detail, or the project's jobs.
 
 use anyhow::Result;
 use podder_core::api::Job;
@@ -6,14 +6,14 @@ use podder_core::api::Job;
 use crate::ctx::Ctx;
 use crate::display;
 
-pub async fn run(ctx: &Ctx, job: Option<&str>, json: bool) -> Result<i32> {
+pub async fn run(ctx: &Ctx, job: Option<&str>, project: Option<&str>, json: bool) -> Result<i32> {
     match job {
         Some(j) => {
-            let job = ctx.client.job(&ctx.job_ref(j)?, &ctx.me).await?;
+            let job = ctx.client.job(&ctx.job_ref(j, project)?, &ctx.me).await?;
             if json { display::json(&job)? } else { show(&job) }
         }
         None => {
-            let (owner, project) = ctx.project(None)?;
+            let (owner, project) = ctx.project(project)?;
             let jobs = ctx.client.jobs(&owner, &project).await?;
             if json {
                 display::json(&jobs)?;

@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx, cmd: TaskCmd) -> Result<i32> {
         TaskCmd::Deploy { build, project, json } => {
             let (owner, project) = ctx.project(project.as_deref())?;
             let build_job = match build {
-                Some(b) => Some(ctx.job_ref(&b)?.number),
+                Some(b) => Some(ctx.job_ref(&b, Some(&format!("{owner}/{project}")))?.number),
                 None => None,
             };
             let task = ctx.client.deploy_task(&owner, &project, &DeployTask { build_job }).await?;
