@@ -114,6 +114,9 @@ struct Tree {
     bytes: u64,
     last_used: u64,
     pins: u32,
+    /// An unsandboxed job could write it: it is dropped once no job uses
+    /// it, and never served again (see [`TreePin::expose`]).
+    exposed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +131,9 @@ struct IndexEntry {
     bytes: u64,
     /// Milliseconds since the epoch.
     last_used: u64,
+    /// Given to an unsandboxed job: not to be trusted after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    exposed: bool,
 }
 
 /// Keeps a ready tree in the cache while it lives; a job holds one for
@@ -143,17 +149,36 @@ impl TreePin {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Marks the tree as given to a job that runs unsandboxed, which could
+    /// change it: it is removed once no job uses it (and at the next start,
+    /// should the agent die first), so a later job never reads a tree that
+    /// may differ from its manifest.
+    pub(crate) fn expose(&self) {
+        let mut st = self.cache.state();
+        if let Some(t) = st.trees.get_mut(&self.id)
+            && !t.exposed
+        {
+            t.exposed = true;
+            self.cache.persist(&st);
+        }
+    }
 }
 
 impl Drop for TreePin {
     fn drop(&mut self) {
-        let over = {
+        let (over, drop_exposed) = {
             let mut st = self.cache.state();
+            let mut drop_exposed = false;
             if let Some(t) = st.trees.get_mut(&self.id) {
                 t.pins = t.pins.saturating_sub(1);
+                drop_exposed = t.exposed && t.pins == 0;
             }
-            st.tree_bytes + st.chunk_bytes > self.cache.0.limit
+            (st.tree_bytes + st.chunk_bytes > self.cache.0.limit, drop_exposed)
         };
+        if drop_exposed {
+            self.cache.discard(&self.id);
+        }
         if over {
             self.cache.enforce_later();
         }
@@ -206,6 +231,13 @@ impl Cache {
                 continue;
             }
             let (bytes, last_used) = match known.get(&id) {
+                Some(e) if e.exposed => {
+                    tracing::info!(tree = %id.short(), "dropping a cached tree an unsandboxed job may have changed");
+                    if let Err(e) = crate::prepare::remove_tree(&entry.path()) {
+                        tracing::warn!("cannot remove the cached tree {}: {e}", entry.path().display());
+                    }
+                    continue;
+                }
                 Some(e) => (e.bytes, e.last_used),
                 None => {
                     let mtime = entry.metadata().and_then(|m| m.modified()).ok();
@@ -215,7 +247,7 @@ impl Cache {
             };
             st.tree_bytes += bytes;
             st.clock = st.clock.max(last_used);
-            st.trees.insert(id, Tree { bytes, last_used, pins: 0 });
+            st.trees.insert(id, Tree { bytes, last_used, pins: 0, exposed: false });
         }
         st.chunk_bytes = chunk_files(&inner.chunk_files).iter().map(|c| c.bytes).sum();
         let cache = Cache(Arc::new(inner));
@@ -288,7 +320,7 @@ impl Cache {
     pub(crate) fn publish(&self, id: &ManifestId, bytes: u64) -> TreePin {
         let mut st = self.state();
         let now = st.tick();
-        let old = st.trees.insert(*id, Tree { bytes, last_used: now, pins: 1 });
+        let old = st.trees.insert(*id, Tree { bytes, last_used: now, pins: 1, exposed: false });
         if let Some(old) = old {
             st.tree_bytes -= old.bytes;
             st.trees.get_mut(id).expect("just inserted").pins += old.pins;
@@ -404,6 +436,29 @@ impl Cache {
         st.warned = over;
     }
 
+    /// Removes the unpinned tree of `id` now (an exposed one).
+    fn discard(&self, id: &ManifestId) {
+        let to = {
+            let mut st = self.state();
+            if st.trees.get(id).is_none_or(|t| t.pins > 0) {
+                return;
+            }
+            st.evictions += 1;
+            let to = self.0.trash.join(format!("{}-{}", id.to_hex(), st.evictions));
+            if let Err(e) = std::fs::rename(self.tree_path(id), &to) {
+                tracing::warn!("cannot drop the exposed tree {}: {e}", id.short());
+                return;
+            }
+            let t = st.trees.remove(id).expect("checked");
+            st.tree_bytes -= t.bytes;
+            self.persist(&st);
+            to
+        };
+        if let Err(e) = crate::prepare::remove_tree(&to) {
+            tracing::warn!("cannot remove the exposed tree {}: {e}", to.display());
+        }
+    }
+
     fn over(&self, incoming: u64) -> bool {
         let st = self.state();
         st.tree_bytes + st.chunk_bytes + incoming > self.0.limit
@@ -443,8 +498,11 @@ impl Cache {
     /// Rewrites the index from `st` (errors are logged: the index is only
     /// a hint, rebuilt from the trees when lost).
     fn persist(&self, st: &State) {
-        let mut trees: Vec<IndexEntry> =
-            st.trees.iter().map(|(id, t)| IndexEntry { id: *id, bytes: t.bytes, last_used: t.last_used }).collect();
+        let mut trees: Vec<IndexEntry> = st
+            .trees
+            .iter()
+            .map(|(id, t)| IndexEntry { id: *id, bytes: t.bytes, last_used: t.last_used, exposed: t.exposed })
+            .collect();
         trees.sort_by_key(|e| (e.last_used, e.id));
         let body = serde_json::to_vec(&IndexFile { version: 1, trees }).expect("the index serializes");
         let tmp = self.0.index.with_extension("json.tmp");

@@ -245,8 +245,7 @@ pub async fn spawn(plan: JobPlan, log: LogSink) -> std::io::Result<Running> {
                 proxy_port: plan.server.as_ref().filter(|_| plan.no_network).map(JobServer::inside_port),
                 limits: applied,
             };
-            let started =
-                native::spawn(n, &root, &steps, &inv.program, &inv.args, &inv.env, [&null, &out_w, &err_w], &extras)?;
+            let started = native::spawn(n, &root, &steps, &inv, [&null, &out_w, &err_w], &extras)?;
             drop((out_w, err_w, null));
             if let (Some(l), Some(server)) = (started.listener, &plan.server) {
                 proxy = Some(native::proxy::serve(l, server.clone()));

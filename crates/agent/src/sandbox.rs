@@ -260,7 +260,7 @@ pub(crate) fn bwrap_args(plan: &JobPlan) -> Vec<String> {
         binds.extend(canonical(&tree).map(|c| (c, mount_dir(mount))));
     }
     let mut hidden = BTreeSet::new();
-    for h in &plan.hide {
+    for h in plan.hide.iter().map(PathBuf::as_path).chain(crate::native::layout::SECRETS.iter().map(Path::new)) {
         let Some(host) = canonical(h) else { continue };
         let is_dir = host.is_dir();
         for (src, dest) in &binds {

@@ -20,6 +20,7 @@ use crate::logs::LogSink;
 use crate::prepare::{JobDirs, remove_tree};
 use crate::retry::{is_transient, with_retry};
 use crate::sandbox::build_script;
+use podder_core::ExecutorKind;
 
 /// The outcome and reason of a job that ran.
 pub(crate) fn outcome_of(
@@ -92,6 +93,10 @@ async fn prepare(shared: &Shared, lease: &Lease, dirs: &JobDirs, log: &LogSink) 
         let how = if built { "downloaded" } else { "cached" };
         log.system(format!("input: {} at {} ({how})", input.source, input.mount)).await;
         inputs.push((pin.path().to_path_buf(), input.mount.clone()));
+        // An unsandboxed job could write the tree: it is not served again.
+        if shared.config.executor == ExecutorKind::Process && !shared.sandbox.is_sandboxed() {
+            pin.expose();
+        }
         pins.push(pin);
     }
     Ok(Prepared { inputs, pins })

@@ -169,3 +169,29 @@ fn the_default_limit_is_bounded() {
     assert!(limit > 0 && limit <= DEFAULT_CACHE_MAX, "{limit}");
     assert!(default_cache_bytes(&t.path().join("not/yet")) == limit);
 }
+
+/// A tree given to an unsandboxed job is dropped once no job uses it, and
+/// at the next start when the agent died while the job ran: a later job
+/// never mounts a tree that job could have changed.
+#[test]
+fn exposed_trees_are_never_served_again() {
+    let t = tempfile::tempdir().unwrap();
+    let c = open(t.path(), 1 << 30);
+    let (a, b) = (put_tree(&c, 1, 10), put_tree(&c, 2, 10));
+    let b2 = c.pin_ready(&id(2)).unwrap();
+    a.expose();
+    b.expose();
+    drop(a);
+    assert!(!c.has_tree(&id(1)) && !c.tree_path(&id(1)).exists(), "dropped with its last pin");
+    assert!(trash_empty(t.path()));
+    drop(b);
+    assert!(c.has_tree(&id(2)), "still used by another job");
+    // The agent dies while the job runs: the next start drops the tree.
+    std::mem::forget(b2);
+    drop(c);
+    let c = open(t.path(), 1 << 30);
+    assert!(!c.has_tree(&id(2)) && !c.tree_path(&id(2)).exists());
+    let p = put_tree(&c, 3, 10);
+    drop(p);
+    assert!(c.has_tree(&id(3)), "an unexposed tree stays");
+}

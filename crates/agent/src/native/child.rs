@@ -28,12 +28,23 @@ pub(crate) enum Op {
     Touch(CString),
     /// A recursive bind mount; `ro` makes it (and what is under it)
     /// read-only. Every bind is nosuid.
-    Bind { src: CString, dst: CString, ro: bool, dev: bool },
+    Bind {
+        src: CString,
+        dst: CString,
+        ro: bool,
+        dev: bool,
+    },
     /// A fresh tmpfs with these options (`mode=...`).
-    Tmpfs { dst: CString, opts: CString },
+    Tmpfs {
+        dst: CString,
+        opts: CString,
+    },
     /// The job's own `/proc`.
     Proc(CString),
-    Symlink { target: CString, link: CString },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
 }
 
 /// The credentials the job's process takes (the agent runs as root): a

@@ -26,7 +26,8 @@ const EXTRA_RO: [&str; 1] = ["/run/systemd/resolve"];
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// Files under `/etc` that hold secrets, covered even though the job's
 /// user could not read them anyway (defence in depth).
-const SECRETS: [&str; 5] = ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd"];
+pub(crate) const SECRETS: [&str; 5] =
+    ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd"];
 
 /// One step, with paths inside the sandbox (relative to its root).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,9 +172,8 @@ mod tests {
         let mut p = plan(t.path());
         p.inputs = vec![(tree.clone(), "/data/x/y".parse().unwrap()), (tree.clone(), "/data/x".parse().unwrap())];
         let s = steps(&p);
-        let bind = |dst: &str| {
-            s.iter().position(|st| matches!(st, Step::Bind { dst: d, .. } if d == Path::new(dst))).unwrap()
-        };
+        let bind =
+            |dst: &str| s.iter().position(|st| matches!(st, Step::Bind { dst: d, .. } if d == Path::new(dst))).unwrap();
         assert!(s.contains(&Step::Bind { src: t.path().join("code"), dst: "/code".into(), ro: false, dev: false }));
         assert!(s.contains(&Step::Bind { src: tree.clone(), dst: "/data/x".into(), ro: true, dev: false }));
         assert!(bind("/data/x") < bind("/data/x/y"), "the parent first");

@@ -41,7 +41,11 @@ pub(crate) struct Applied {
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
 fn mib(b: u64) -> String {
-    if b >= 1 << 30 && b % (1 << 30) == 0 { format!("{} GiB", b >> 30) } else { format!("{} MiB", b.div_ceil(1 << 20)) }
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+        format!("{} GiB", b >> 30)
+    } else {
+        format!("{} MiB", b.div_ceil(1 << 20))
+    }
 }
 
 /// Turns `limits` into what the executor applies.
@@ -79,7 +83,8 @@ pub(crate) fn apply(limits: &Limits) -> Result<Applied, String> {
                 chosen.push(id.to_string());
             }
             a.cpus = Some(set);
-            let rounded = if cpus.fract() != 0.0 { format!(" ({cpus} rounded up to whole CPUs)") } else { String::new() };
+            let rounded =
+                if cpus.fract() != 0.0 { format!(" ({cpus} rounded up to whole CPUs)") } else { String::new() };
             a.notes.push(format!(
                 "limits: {want} of {} CPUs{rounded}, by affinity to CPU {}",
                 ids.len(),

@@ -36,6 +36,7 @@ use std::time::Duration;
 use child::{ChildPlan, Creds, Op};
 use layout::Step;
 
+use crate::sandbox::Invocation;
 use crate::spawn::{Spawned, Stack};
 
 /// The user a root agent runs jobs as (`nobody`).
@@ -107,7 +108,9 @@ fn ops(root: &Path, steps: &[Step]) -> io::Result<Vec<Op>> {
                 Step::Bind { src, dst, ro, dev } => {
                     Op::Bind { src: cstr(src.as_os_str().as_bytes())?, dst: inside(root, dst)?, ro: *ro, dev: *dev }
                 }
-                Step::Tmpfs { dst, mode } => Op::Tmpfs { dst: inside(root, dst)?, opts: cstr(format!("mode={mode:o}"))? },
+                Step::Tmpfs { dst, mode } => {
+                    Op::Tmpfs { dst: inside(root, dst)?, opts: cstr(format!("mode={mode:o}"))? }
+                }
                 Step::Proc(p) => Op::Proc(inside(root, p)?),
                 Step::Symlink { target, link } => {
                     Op::Symlink { target: cstr(target.as_os_str().as_bytes())?, link: inside(root, link)? }
@@ -143,7 +146,7 @@ fn describe(stage: i32, steps: &[Step]) -> String {
     }
 }
 
-/// Starts `program` with `args` and `env` in a new sandbox whose
+/// Starts `command` (its program, arguments and variables) in a new sandbox whose
 /// filesystem is `steps` (mounted on the empty directory `root`), with
 /// stdio as given, in a new process group; the init is the returned
 /// process, whose exit status is the job's.
@@ -154,12 +157,11 @@ pub(crate) fn spawn(
     native: &Native,
     root: &Path,
     steps: &[Step],
-    program: &Path,
-    args: &[String],
-    env: &[(String, String)],
+    command: &Invocation,
     stdio: [&OwnedFd; 3],
     extras: &Extras,
 ) -> io::Result<Started> {
+    let (program, args, env) = (&command.program, &command.args, &command.env);
     let mut argv_c = vec![cstr(program.as_os_str().as_bytes())?];
     for a in args {
         argv_c.push(cstr(a)?);
@@ -354,7 +356,8 @@ pub fn probe(native: &Native) -> anyhow::Result<()> {
     let null = crate::spawn::dev_null()?;
     let extras = Extras { no_network: true, proxy_port: None, limits: limits::Applied::default() };
     let run = || -> io::Result<std::process::ExitStatus> {
-        let s = spawn(native, &root, &steps, Path::new("/bin/true"), &[], &[], [&null, &null, &null], &extras)?;
+        let cmd = Invocation { program: "/bin/true".into(), args: vec![], env: vec![], cwd: None };
+        let s = spawn(native, &root, &steps, &cmd, [&null, &null, &null], &extras)?;
         let pid = s.spawned.pid as libc::pid_t;
         let mut status = 0;
         // SAFETY: our own child, waited for once.

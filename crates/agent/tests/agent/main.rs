@@ -383,6 +383,24 @@ async fn trees_in_use_are_not_evicted() {
     shut_down(s).await;
 }
 
+/// An unsandboxed job (`--sandbox none`) can write its mounted input; the
+/// next job that mounts it gets it rebuilt from the manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsandboxed_job_cannot_change_what_later_jobs_mount() {
+    let s = setup_agent(|c| c.sandbox = SandboxMode::None).await;
+    let tamper = "chmod -R u+w $PODDER_MOUNT_DATA_D; echo tampered > $PODDER_MOUNT_DATA_D/data.txt; \
+                  cat $PODDER_MOUNT_DATA_D/data.txt";
+    s.mock.enqueue(lease(&s, 1, &[tamper], true));
+    let r = s.mock.wait_for("L1", "finish", finished).await;
+    assert!(stdout(&r).contains(&"tampered".to_string()), "{r:#?}");
+    eventually("the exposed tree's removal", || cached_trees(s.work.path()).is_empty()).await;
+    s.mock.enqueue(lease(&s, 2, &["cat $PODDER_MOUNT_DATA_D/data.txt"], true));
+    let r = s.mock.wait_for("L2", "finish", finished).await;
+    assert!(stdout(&r).contains(&"dataset bytes".to_string()), "{r:#?}");
+    assert!(system(&r).iter().any(|l| l.ends_with("(downloaded)")), "{r:#?}");
+    shut_down(s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_survives_a_restart() {
     let s = setup(1).await;
