@@ -136,8 +136,9 @@ async fn reusable_token(url: &str) -> Option<String> {
 pub fn parse_sandbox(s: &str) -> Result<SandboxMode> {
     match s {
         "auto" => Ok(SandboxMode::Auto),
+        "native" => Ok(SandboxMode::Native),
         "bwrap" | "bubblewrap" => Ok(SandboxMode::Bubblewrap),
         "none" => Ok(SandboxMode::None),
-        other => anyhow::bail!("unknown sandbox '{other}': use auto, bwrap or none"),
+        other => anyhow::bail!("unknown sandbox '{other}': use auto (podder's own, the default), bwrap or none"),
     }
 }
