@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage prints its name, then its time when it ends.
+stage_name=
+stage_start=0
+stage() { # name (none: end the last stage)
+  if [ -n "$stage_name" ]; then echo "== $stage_name ($((SECONDS - stage_start))s)"; fi
+  stage_name=${1:-}
+  stage_start=$SECONDS
+  if [ -n "$stage_name" ]; then echo "== $stage_name"; fi
+}
+
+trap stage EXIT # the time of the last stage, also when it fails
+
+stage "tools"
 apt_updated=0
 need_pkg() { # command package
   if ! command -v "$1" >/dev/null 2>&1; then
@@ -23,21 +36,26 @@ need_pkg debootstrap debootstrap
 # The Docker engine (no systemd here: start it by hand), and the local images
 # the tests use, since no registry is reachable.
 if ! docker info >/dev/null 2>&1; then
-  echo "== starting dockerd"
+  stage "starting dockerd"
   (dockerd >"${TMPDIR:-/tmp}/podder-dockerd.log" 2>&1 &)
   for _ in $(seq 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
   docker info >/dev/null 2>&1 || { tail -20 "${TMPDIR:-/tmp}/podder-dockerd.log"; exit 1; }
 fi
-echo "== test images"
+stage "test images"
 bash scripts/test-images.sh
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== tests"
+stage "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --test-threads 4 --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
+
+# README.md's quickstart, run as written (one release build, on a fresh home
+# and without bubblewrap on PATH), so the README cannot drift.
+stage "readme quickstart"
+bash scripts/readme-quickstart.sh
