@@ -129,7 +129,7 @@ class Podder:
         # A run that fails half-way must not leave its server holding the port.
         atexit.register(self.proc.kill)
         for line in self.proc.stdout:
-            if line.startswith("client config written"):
+            if line.startswith("client config"):
                 break
         cfg = (self.home / ".config/podder/config.toml").read_text()
         self.url = "http://127.0.0.1:18642"

@@ -48,7 +48,7 @@ class Podder:
             [str(PODDER), "up", "--listen", "127.0.0.1:18643", "--data-dir", str(work / "data"), "--slots", str(slots)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in self.proc.stdout:
-            if line.startswith("client config written"):
+            if line.startswith("client config"):
                 break
         self.dir = work / "proj"
         self.dir.mkdir()

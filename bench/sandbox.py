@@ -44,7 +44,7 @@ class SandboxedPodder(Podder):
              "--sandbox", sandbox],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for line in self.proc.stdout:
-            if line.startswith("client config written"):
+            if line.startswith("client config"):
                 break
         else:
             sys.exit(f"podder up --sandbox {sandbox} did not start: {self.proc.stderr.read()}")

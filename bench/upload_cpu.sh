@@ -21,7 +21,7 @@ export HOME=$W/home; unset PODDER_SERVER PODDER_TOKEN
 PODDER_LOG=warn "$B" up --listen 127.0.0.1:18663 --data-dir "$W/data" --slots 1 > "$W/up.out" 2> "$W/up.err" &
 UP=$!
 trap 'kill $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "client config written" "$W/up.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q "client config" "$W/up.out" 2>/dev/null && break; sleep 0.1; done
 cd "$W/proj" && "$B" init bench >/dev/null && "$B" data create big >/dev/null
 find "$DIR" -type f -print0 | xargs -0 cat > /dev/null
 a=$(awk '{print $14+$15}' /proc/$UP/stat)

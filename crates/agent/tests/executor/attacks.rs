@@ -28,11 +28,7 @@ async fn no_host_secrets_no_root_and_a_read_only_system() {
     assert_eq!(info.code, 0, "{lines:#?}");
     let out = stdout_of(&lines);
     assert_ne!(out[0], "0", "the job runs as root: {lines:#?}");
-    assert_eq!(
-        out[1..],
-        ["shadow-denied", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "done"],
-        "{lines:#?}"
-    );
+    assert_eq!(out[1..], ["shadow-denied", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "done"], "{lines:#?}");
 }
 
 /// The server's data directory, the client config that holds the token,
@@ -148,7 +144,8 @@ for path in ['/api/v1/projects', '/api/v1/jobs/alice/mnist/2', '/api/v1/agent/le
         print(e.code)
 "#
     );
-    let script = format!("grep -c : /proc/net/dev\ngrep -o '^ *lo:' /proc/net/dev | tr -d ' '\npython3 - <<'EOF'{py}EOF\n");
+    let script =
+        format!("grep -c : /proc/net/dev\ngrep -o '^ *lo:' /proc/net/dev | tr -d ' '\npython3 - <<'EOF'{py}EOF\n");
     let mut p = plan(t.path(), &script, native().await);
     p.no_network = true;
     p.server = Some(JobServer {
