@@ -55,6 +55,11 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+# The sandbox tests again as an unprivileged user, where user namespaces
+# are the only way into the native sandbox.
+stage "sandbox tests as nobody"
+bash scripts/test-unprivileged.sh
+
 # README.md's quickstart, run as written (one release build, on a fresh home
 # and without bubblewrap on PATH), so the README cannot drift.
 stage "readme quickstart"
