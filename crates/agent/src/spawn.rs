@@ -239,6 +239,18 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         }
         // Handlers back to the defaults (the new program must not inherit
         // our ignored SIGPIPE either), then nothing blocked.
+        default_signals();
+        libc::execve(a.program, a.argv, a.envp);
+        fail(errno())
+    }
+}
+
+/// Between clone and exec: every handler back to its default (SIGPIPE too,
+/// which the agent ignores and a new program must not inherit), then no
+/// signal blocked. Plain system calls only.
+pub(crate) unsafe fn default_signals() {
+    // SAFETY: sigaction and sigprocmask on zeroed, filled structures.
+    unsafe {
         for sig in 1..libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
@@ -255,8 +267,6 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(a.program, a.argv, a.envp);
-        fail(errno())
     }
 }
 

@@ -551,22 +551,7 @@ extern "C" fn job(arg: *mut c_void) -> c_int {
             return fail(STAGE_JOB_LIMITS, errno());
         }
         // Handlers back to the defaults, then nothing blocked.
-        for sig in 1..libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && (old.sa_sigaction != libc::SIG_DFL || sig == libc::SIGPIPE)
-            {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        crate::spawn::default_signals();
         libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(STAGE_JOB_EXEC, errno())
     }
